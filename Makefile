@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine with python3 and pip only:
+#   make run   - create .venv, install, run the demo fit flow on embedded defaults
+#   make test  - create/update .venv with the test extra, run the whole suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test venv bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q -e '.[test,plot,parquet]'
+	rm -f $(VENV)/.installed-*; touch $(STAMP)
+
+venv: $(STAMP)
+
+run: venv
+	$(VENV)/bin/nlsq-flow demo
+
+test: venv
+	$(PY) -m pytest -q tests
+
+bench: venv
+	$(PY) bench/standard_vs_scipy.py
+
+clean:
+	rm -rf $(VENV) nlsq_checkpoints nlsq_results .nlsq_demo
