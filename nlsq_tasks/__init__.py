@@ -1,0 +1,20 @@
+"""nlsq_tasks: exact, memory-bounded nonlinear least squares in JAX (float64).
+
+>>> from nlsq_tasks import fit, curve_fit, FitResult
+"""
+
+from . import _x64  # noqa: F401  (float64 on before any array exists)
+from .engine.result import FitResult
+from .engine.status import FitStatus
+
+__all__ = ["FitResult", "FitStatus", "fit", "fit_source", "curve_fit"]
+
+
+def __getattr__(name):
+    # The front door imports the whole engine; load it on first use so that
+    # `import nlsq_tasks.workflow` stays light.
+    if name in ("fit", "fit_source", "curve_fit"):
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(name)
