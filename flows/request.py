@@ -1,0 +1,323 @@
+"""Typed requests for the flows: what a user (or the Prefect UI form) may ask for.
+
+A request is a pydantic model, so Prefect renders it as a form (enums become drop-downs,
+ranges and descriptions come from the fields) and rejects bad values before a run starts.
+Everything that can be checked without touching data or storage is checked here; the
+rest (the preset file, the model expression, the data file, the bucket) is checked by
+the flow's first tasks, before any fit and before anything is written.
+
+Credentials
+-----------
+fsspec options (``key``, ``secret``, ``endpoint_url``, ...) come from one of three places,
+in increasing priority:
+
+1. the environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``,
+   instance roles): leave both fields below empty;
+2. ``storage_options``: a :class:`prefect.types.SecretDict`; it is shown as ``**********``
+   in the stored flow-run parameters, logs and reprs. Use it for local runs;
+3. ``storage_options_block``: the name of a Prefect ``Secret`` block whose value is a
+   JSON object of options. Use this for deployments: the UI then carries only the name.
+
+Resolved options are handed to fsspec inside tasks and never logged, put in artifacts or
+written with results (results store a redacted copy of the request).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from typing import Any, Optional, Union
+
+from prefect.types import SecretDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+# Names a preset or registered model may have (also keeps them safe as path parts).
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
+# An import path ("pkg.mod:attr" or "pkg.mod.attr" with at least two dots and no
+# operators): never accepted from a request, whatever the expression compiler would say.
+_IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+(:[A-Za-z_]\w*)?$|^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+
+
+class DataFormat(str, enum.Enum):
+    """How a data file is laid out (``auto``: from the file name's suffix)."""
+
+    AUTO = "auto"
+    NPY = "npy"
+    NPZ = "npz"
+    CSV = "csv"
+    PARQUET = "parquet"
+
+
+class Goal(str, enum.Enum):
+    """What the fit should favour (see ``nlsq_tasks.workflow.OptimizationGoal``)."""
+
+    FAST = "fast"
+    ROBUST = "robust"
+    GLOBAL = "global"
+    MEMORY_EFFICIENT = "memory_efficient"
+    QUALITY = "quality"
+
+
+class Loss(str, enum.Enum):
+    """Robust loss applied to the weighted residuals."""
+
+    LINEAR = "linear"
+    SOFT_L1 = "soft_l1"
+    HUBER = "huber"
+    CAUCHY = "cauchy"
+    ARCTAN = "arctan"
+
+
+class StrategyChoice(str, enum.Enum):
+    """A strategy to force (``auto``: let the preset and the memory budget decide)."""
+
+    AUTO = "auto"
+    STANDARD = "standard"
+    CHUNKED = "chunked"
+    STREAMING = "streaming"
+
+
+def _shipped_preset_names() -> list[str]:
+    try:
+        from nlsq_tasks.workflow import list_presets
+
+        names = list(list_presets())
+    except Exception:  # the preset module may not be importable in a partial install
+        names = []
+    return names or ["auto", "standard", "quality", "fast", "large_robust", "streaming", "hpc_distributed"]
+
+
+# The shipped presets as an enum, so the UI shows a drop-down; a path or URI to a user's
+# YAML preset is accepted as a plain string next to it.
+PresetName = enum.Enum("PresetName", {n.upper(): n for n in _shipped_preset_names()}, type=str)
+
+
+class StorageCredentials(BaseModel):
+    """Where fsspec credentials come from; empty fields mean "from the environment"."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    storage_options: SecretDict = Field(
+        default_factory=lambda: SecretDict({}),
+        description="fsspec options (key, secret, endpoint_url, client_kwargs...). Kept secret: "
+        "never logged, never in artifacts or stored results. Prefer storage_options_block for deployments.",
+    )
+    storage_options_block: Optional[str] = Field(
+        None,
+        description="Name of a Prefect Secret block whose value is a JSON object of fsspec options "
+        "(merged over storage_options).",
+        pattern=r"^[a-z0-9][a-z0-9\-]{0,63}$",
+    )
+
+    def resolved_options(self) -> dict[str, Any]:
+        """The plain options dict for fsspec. Call it inside tasks only; never log the result."""
+        options = dict(self.storage_options.get_secret_value() or {})
+        if self.storage_options_block:
+            from prefect.blocks.system import Secret
+
+            value = Secret.load(self.storage_options_block).get()
+            if isinstance(value, str):
+                value = json.loads(value)
+            if not isinstance(value, dict):
+                raise ValueError(
+                    f"storage_options_block {self.storage_options_block!r} must hold a JSON object of "
+                    f"fsspec options, found a {type(value).__name__}"
+                )
+            options.update(value)
+        return options
+
+
+class DataSpec(StorageCredentials):
+    """One data set: its URI, layout and the names of its x/y/sigma columns or keys."""
+
+    uri: str = Field(
+        ...,
+        min_length=1,
+        description="Local path or fsspec URL (file://, s3://bucket/key, memory://...) of a .npy, .npz, .csv or .parquet file.",
+        examples=["./data.npz", "s3://bucket/run42/data.npz"],
+    )
+    format: DataFormat = Field(DataFormat.AUTO, description="File layout; auto reads it from the suffix.")
+    x: str = Field("x", min_length=1, max_length=128, description="Name of the x column/key (npz member, csv or parquet column).")
+    y: str = Field("y", min_length=1, max_length=128, description="Name of the y column/key.")
+    sigma: Optional[str] = Field(
+        None, max_length=128, description="Name of the per-point sigma column/key; empty for unweighted data."
+    )
+
+    @field_validator("sigma")
+    @classmethod
+    def _empty_sigma_is_none(cls, v: Optional[str]) -> Optional[str]:
+        return v or None
+
+
+class BatchDataSpec(StorageCredentials):
+    """Many data sets of the same layout: a list of URIs, or a glob over an fsspec URL."""
+
+    uris: list[str] = Field(default_factory=list, max_length=10_000, description="Data set URIs.")
+    glob: Optional[str] = Field(
+        None, description="A glob over an fsspec URL, e.g. s3://bucket/runs/*.npz (added to uris)."
+    )
+    format: DataFormat = DataFormat.AUTO
+    x: str = Field("x", min_length=1, max_length=128)
+    y: str = Field("y", min_length=1, max_length=128)
+    sigma: Optional[str] = Field(None, max_length=128)
+
+    @model_validator(mode="after")
+    def _something_to_fit(self) -> "BatchDataSpec":
+        if not self.uris and not self.glob:
+            raise ValueError("data: give a list of uris or a glob (both are empty)")
+        return self
+
+    def one(self, uri: str) -> DataSpec:
+        return DataSpec(
+            uri=uri, format=self.format, x=self.x, y=self.y, sigma=self.sigma,
+            storage_options=self.storage_options, storage_options_block=self.storage_options_block,
+        )
+
+
+class PresetOverrides(BaseModel):
+    """Inline changes to the preset; empty fields keep the preset's values."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: StrategyChoice = Field(StrategyChoice.AUTO, description="Force a strategy (auto: preset, then memory budget).")
+    tolerance: Optional[float] = Field(None, gt=0, lt=1, description="Sets ftol = xtol = gtol.")
+    ftol: Optional[float] = Field(None, gt=0, lt=1)
+    xtol: Optional[float] = Field(None, gt=0, lt=1)
+    gtol: Optional[float] = Field(None, gt=0, lt=1)
+    max_nfev: Optional[int] = Field(None, ge=1, le=1_000_000, description="Bound on function evaluations (streaming: passes).")
+    n_starts: Optional[int] = Field(None, ge=0, le=1000, description="Multi-start count (0 or 1: a single start).")
+    chunk_size: Optional[int] = Field(None, ge=1_000, le=1_000_000, description="Points per chunk (chunked and streaming).")
+    loss: Optional[Loss] = Field(None, description="Robust loss.")
+    f_scale: Optional[float] = Field(None, gt=0, description="Soft margin between inlier and outlier residuals.")
+    validate_fit: Optional[bool] = Field(None, description="Run the QUALITY validation pass whatever the goal.")
+    checkpoint_every: Optional[int] = Field(None, ge=1, le=1_000_000, description="Streaming: checkpoint every N chunks.")
+
+    def as_updates(self) -> dict[str, Any]:
+        """Only what the user set, with the enums as their values."""
+        out: dict[str, Any] = {}
+        for name, value in self.model_dump(exclude_none=True).items():
+            if name == "strategy" and value == StrategyChoice.AUTO:
+                continue
+            out[name] = value.value if isinstance(value, enum.Enum) else value
+        tol = out.pop("tolerance", None)
+        if tol is not None:
+            for k in ("ftol", "xtol", "gtol"):
+                out.setdefault(k, tol)
+        return out
+
+
+class FitSettings(BaseModel):
+    """Everything about a fit except which data: shared by single and batch requests."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+    model: str = Field(
+        ...,
+        min_length=1,
+        max_length=2000,
+        description="A built-in model name (e.g. exponential_decay), an expression in x such as "
+        "'a*exp(-b*x) + c', or a name the deployment registered. Import paths are not accepted.",
+        examples=["exponential_decay", "a*exp(-b*x) + c"],
+    )
+    p0: Optional[list[float]] = Field(None, max_length=1000, description="Initial parameters; empty: the model's guess.")
+    lower: Optional[list[float]] = Field(None, max_length=1000, description="Lower bounds (-inf allowed); empty: unbounded.")
+    upper: Optional[list[float]] = Field(None, max_length=1000, description="Upper bounds (inf allowed); empty: unbounded.")
+    absolute_sigma: bool = Field(False, description="sigma is absolute (pcov not rescaled by the reduced chi-square).")
+    preset: Union[PresetName, str] = Field(
+        "auto",
+        description="A shipped preset name, or the path/URI of a YAML preset file.",
+    )
+    overrides: PresetOverrides = Field(default_factory=PresetOverrides, description="Inline changes to the preset.")
+    goal: Optional[Goal] = Field(None, description="Optimization goal; quality also runs the validation pass.")
+    memory_limit_gb: Optional[float] = Field(
+        None, gt=0, le=100_000, description="Memory to plan for, in GB (default: detected free memory)."
+    )
+    storage_uri: Optional[str] = Field(
+        None,
+        description="Where checkpoints and results go (local dir or fsspec URL); default ./nlsq_results/<run name>.",
+    )
+    storage: StorageCredentials = Field(
+        default_factory=StorageCredentials, description="Credentials for storage_uri (default: the environment)."
+    )
+    resume: bool = Field(True, description="Streaming: continue from the checkpoints under <storage_uri>/checkpoints.")
+    plot: bool = Field(True, description="Write a PNG of data, fit and residuals (needs matplotlib).")
+
+    @field_validator("model")
+    @classmethod
+    def _no_import_paths(cls, v: str) -> str:
+        text = v.strip()
+        if _IMPORT_PATH.match(text.replace(" ", "")):
+            raise ValueError(
+                f"model {text!r} looks like an import path; requests accept a built-in model name, an "
+                "expression in x, or a name registered by the deployment (flows.register_model)"
+            )
+        return text
+
+    @field_validator("preset", mode="before")
+    @classmethod
+    def _preset_name_or_path(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = v.strip()
+            if not v:
+                raise ValueError("preset must be a preset name or a path/URI to a YAML preset, got ''")
+        return v
+
+    @model_validator(mode="after")
+    def _bounds_agree(self) -> "FitSettings":
+        for side in ("lower", "upper"):
+            values = getattr(self, side)
+            if values is not None and self.p0 is not None and len(values) != len(self.p0):
+                raise ValueError(f"{side} has {len(values)} values but p0 has {len(self.p0)}; they must have the same length")
+        if self.lower is not None and self.upper is not None:
+            if len(self.lower) != len(self.upper):
+                raise ValueError(f"lower has {len(self.lower)} values and upper {len(self.upper)}; they must match")
+            bad = [i for i, (lo, hi) in enumerate(zip(self.lower, self.upper)) if not lo < hi]
+            if bad:
+                i = bad[0]
+                raise ValueError(f"bounds: lower[{i}]={self.lower[i]} must be < upper[{i}]={self.upper[i]}")
+        if self.p0 is not None:
+            import math
+
+            bad = [i for i, v in enumerate(self.p0) if not math.isfinite(v)]
+            if bad:
+                raise ValueError(f"p0[{bad[0]}]={self.p0[bad[0]]} is not finite; p0 must be finite numbers")
+        return self
+
+    @property
+    def preset_spec(self) -> str:
+        return self.preset.value if isinstance(self.preset, enum.Enum) else str(self.preset)
+
+    @property
+    def goal_name(self) -> Optional[str]:
+        return None if self.goal is None else self.goal.value
+
+
+class FitRequest(FitSettings):
+    """One fit: a model on one data set, planned by a preset and a memory budget."""
+
+    data: DataSpec = Field(..., description="The data set to fit.")
+
+    def redacted(self) -> dict[str, Any]:
+        """The request as JSON-safe data with every credential replaced (for results and artifacts)."""
+        return _redact(self.model_dump(mode="json"))
+
+
+class BatchFitRequest(FitSettings):
+    """One model on many data sets; each gets its own result directory under storage_uri."""
+
+    data: BatchDataSpec = Field(..., description="The data sets to fit.")
+    max_concurrency: int = Field(2, ge=1, le=64, description="How many fits run at once on this worker.")
+
+    def redacted(self) -> dict[str, Any]:
+        return _redact(self.model_dump(mode="json"))
+
+
+def _redact(obj: Any) -> Any:
+    # SecretDict already dumps as "**********"; this also drops the block *contents* we
+    # never have here, and keeps block names (they are not secrets).
+    if isinstance(obj, dict):
+        return {k: ("**********" if k == "storage_options" and v else _redact(v)) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_redact(v) for v in obj]
+    return obj
