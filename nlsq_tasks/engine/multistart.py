@@ -1,0 +1,197 @@
+"""Multi-start: run the local solver from many starting points and keep the best minimum.
+
+**Starting points.** ``n_starts - 1`` points of a seeded scrambled Sobol sequence
+(``sampler="sobol"``, see :mod:`._sobol`) or a Latin hypercube (``sampler="lhs"``) in
+``[0, 1)^P`` are mapped into a search box; ``p0`` is always start 0. The box of a
+parameter is
+
+* ``[lower, upper]`` when both bounds are finite;
+* when ``lower >= 0``, ``upper = inf`` and ``p0 > 0`` (rates, widths, amplitudes): the
+  log-range ``[max(lower, p0/100), 100 p0]``, sampled uniformly in :math:`\\log p`, so that
+  scales two decades either side of the guess are tried as often as each other;
+* otherwise ``[p0 - w, p0 + w] \\cap [lower, upper]`` with :math:`w = \\max(10|p_0|, 1)`.
+
+**Standard strategy.** All starts are solved together: the jitted trust-region loop is
+``jax.vmap``-ed over the start point, so the whole batch is one compiled computation.
+
+**Chunked and streaming strategies.** A full-data solve per start would cost a full read
+of the data per iteration per start, so starts are *screened* on a reproducible subsample
+(``screen_points`` points; ``source.sample`` out of core) with the batched in-memory
+solver, and the ``n_refine`` best screened minima are refined on the full data with the
+chunked or streaming solver. The best refined fit is returned.
+
+Every start's outcome is recorded in ``FitResult.starts`` as a dict
+``{start, popt, cost, status, nfev, stage}`` where ``stage`` is ``"full"`` (cost on all
+the data) or ``"screen"`` (cost on the subsample only).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import numpy as np
+
+from ._sobol import MAX_SOBOL_DIM, latin_hypercube, sobol
+from .result import FitResult
+from .status import FitStatus
+
+__all__ = ["run_multistart", "make_starts", "search_box"]
+
+SAMPLERS = ("sobol", "lhs")
+STRATEGIES = ("standard", "chunked", "streaming")
+LOG_DECADES = 2.0
+
+
+def search_box(p0, lower, upper):
+    """``(lo, hi, log)``: the finite box starts are drawn from; ``log`` marks log-uniform axes."""
+    p0 = np.asarray(p0, dtype=np.float64)
+    lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), p0.shape)
+    upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), p0.shape)
+    lo, hi = lower.copy(), upper.copy()
+    log = np.zeros(p0.shape, bool)
+    both = np.isfinite(lower) & np.isfinite(upper)
+    positive = ~both & np.isfinite(lower) & (lower >= 0) & ~np.isfinite(upper) & (p0 > 0)
+    lo[positive] = np.maximum(lower[positive], p0[positive] / 10**LOG_DECADES)
+    hi[positive] = p0[positive] * 10**LOG_DECADES
+    log[positive] = lo[positive] > 0
+    rest = ~both & ~positive
+    w = np.maximum(10.0 * np.abs(p0), 1.0)
+    lo[rest] = np.maximum(lower[rest], p0[rest] - w[rest])
+    hi[rest] = np.minimum(upper[rest], p0[rest] + w[rest])
+    return lo, hi, log
+
+
+def make_starts(p0, lower, upper, n_starts: int, seed: int = 0, sampler: str = "sobol") -> np.ndarray:
+    """``(n_starts, P)`` starting points; row 0 is ``p0``."""
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler={sampler!r} is not allowed; use one of {SAMPLERS}.")
+    if int(n_starts) < 1:
+        raise ValueError(f"n_starts={n_starts} is not allowed; use an integer >= 1.")
+    p0 = np.asarray(p0, dtype=np.float64)
+    P = p0.size
+    lo, hi, log = search_box(p0, lower, upper)
+    k = int(n_starts) - 1
+    if sampler == "sobol" and P > MAX_SOBOL_DIM:
+        raise ValueError(f"sampler='sobol' supports up to {MAX_SOBOL_DIM} parameters, got {P}; use sampler='lhs'.")
+    u = sobol(k, P, scramble=True, seed=seed) if sampler == "sobol" else latin_hypercube(k, P, seed=seed)
+    with np.errstate(divide="ignore"):
+        lin = lo + u * (hi - lo)
+        lg = np.exp(np.log(np.where(log, lo, 1.0)) + u * (np.log(np.where(log, hi, 1.0)) - np.log(np.where(log, lo, 1.0))))
+    pts = np.where(log, lg, lin)
+    return np.vstack([p0[None, :], pts])
+
+
+def run_multistart(
+    fn: Callable,
+    x,
+    y,
+    sigma,
+    p0,
+    lower,
+    upper,
+    options,
+    param_names,
+    n_starts: int,
+    seed: int = 0,
+    sampler: str = "sobol",
+    strategy: str = "standard",
+    chunk_size: int | None = None,
+    source=None,
+    *,
+    n_refine: int = 3,
+    screen_points: int = 20_000,
+    config=None,
+    checkpoint=None,
+    progress=None,
+) -> FitResult:
+    """Fit from ``n_starts`` starting points (``p0`` included) and return the best fit.
+
+    ``strategy="standard"``: in-memory, batched. ``"chunked"``: in-memory data too large
+    for one Jacobian; ``chunk_size`` required. ``"streaming"``: ``source`` (a ChunkSource)
+    required, ``x, y, sigma`` ignored. ``checkpoint``/``config``/``progress`` go to the
+    streaming refinements (each refinement gets its own fingerprint, because p0 differs).
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"strategy={strategy!r} is not allowed; use one of {STRATEGIES}.")
+    t0 = time.perf_counter()
+    starts = make_starts(p0, lower, upper, n_starts, seed, sampler)
+    lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), starts.shape[1:])
+    upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), starts.shape[1:])
+    names = list(param_names)
+
+    if strategy == "standard":
+        outcomes = batched_solve(fn, x, y, sigma, starts, lower, upper, options)
+        records = [_record(s, o, "full") for s, o in zip(starts, outcomes)]
+        best = int(np.argmin([r["cost"] for r in records]))
+        from .strategies import run_standard
+
+        # One more solve from the best start gives the full FitResult (covariance,
+        # statistics); it retraces exactly the batched iterates.
+        result = run_standard(fn, x, y, sigma, starts[best], lower, upper, options, names)
+    else:
+        if strategy == "chunked":
+            if chunk_size is None:
+                raise ValueError("strategy='chunked' needs chunk_size (an integer >= 1).")
+            sx, sy, ss = _subsample_arrays(x, y, sigma, screen_points, seed)
+        else:
+            if source is None:
+                raise ValueError("strategy='streaming' needs source (a ChunkSource).")
+            ch = source.sample(min(screen_points, source.n_points), seed)
+            sx, sy, ss = ch.x, ch.y, ch.sigma
+        outcomes = batched_solve(fn, sx, sy, ss, starts, lower, upper, options)
+        records = [_record(s, o, "screen") for s, o in zip(starts, outcomes)]
+        order = np.argsort([r["cost"] if math.isfinite(r["cost"]) else math.inf for r in records], kind="stable")
+        refined = []
+        for i in order[: max(1, int(n_refine))]:
+            start = np.asarray(records[i]["popt"]) if np.all(np.isfinite(records[i]["popt"])) else starts[i]
+            if strategy == "chunked":
+                from .strategies import run_chunked
+
+                res = run_chunked(fn, x, y, sigma, start, lower, upper, options, names, chunk_size)
+            else:
+                from .streaming import run_streaming
+
+                res = run_streaming(fn, source, start, lower, upper, options, names, config=config,
+                                    checkpoint=checkpoint, progress=progress)
+            records[i] = {**_record(starts[i], (res.popt, res.cost, res.status, res.nfev), "full"),
+                          "screen_cost": records[i]["cost"]}
+            refined.append((res.cost if math.isfinite(res.cost) else math.inf, int(i), res))
+        _, best, result = min(refined, key=lambda t: (t[0], t[1]))
+
+    result.starts = records
+    result.timings["multistart"] = time.perf_counter() - t0
+    result.strategy_reason = (result.strategy_reason + "; " if result.strategy_reason else "") + (
+        f"multi-start: {len(starts)} {sampler} starts ({strategy}), best is start {best}")
+    return result
+
+
+def _record(start, outcome, stage: str) -> dict:
+    popt, cost, status, nfev = outcome
+    status = FitStatus(int(status))
+    return {"start": np.asarray(start, dtype=np.float64).tolist(), "popt": np.asarray(popt, dtype=np.float64).tolist(),
+            "cost": float(cost) if np.isfinite(cost) else math.inf, "status": status.name, "nfev": int(nfev),
+            "stage": stage}
+
+
+def _subsample_arrays(x, y, sigma, n, seed):
+    y = np.asarray(y)
+    if y.shape[0] <= n:
+        return x, y, sigma
+    idx = np.sort(np.random.default_rng(seed).choice(y.shape[0], size=n, replace=False))
+    x = np.asarray(x)
+    xs = x[idx] if x.ndim == 1 else x[:, idx]
+    ss = None if sigma is None else np.broadcast_to(np.asarray(sigma), y.shape)[idx]
+    return xs, y[idx], ss
+
+
+def batched_solve(fn, x, y, sigma, starts, lower, upper, options):
+    """Solve from every row of ``starts`` in one compiled, vmapped computation.
+
+    Returns a list of ``(popt, cost, status, nfev)``."""
+    from .loop import solve_batch
+
+    popt, cost, status, nfev = solve_batch(fn, x, y, sigma, starts, lower, upper, options)
+    popt, cost, status, nfev = (np.asarray(a) for a in (popt, cost, status, nfev))
+    return [(popt[i], float(cost[i]), int(status[i]), int(nfev[i])) for i in range(starts.shape[0])]

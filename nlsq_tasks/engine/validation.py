@@ -1,0 +1,374 @@
+"""The QUALITY validation pass: is this fit a trustworthy minimum?
+
+:func:`validate_fit` runs a fixed list of checks on a finished :class:`FitResult` and
+returns a :class:`ValidationReport`. Residual diagnostics take one pass over the data
+(through a :class:`ChunkSource` when the data is out of core), accumulating for the
+weighted residuals :math:`r_i = (y_i - f(x_i; p))/\\sigma_i`:
+
+* :math:`J^T J`, :math:`J^T r`, :math:`\\chi^2 = \\sum r_i^2`;
+* the Wald-Wolfowitz runs test on the signs of :math:`r_i` in data order. With
+  :math:`n_+` positive, :math:`n_-` negative residuals and :math:`R` runs,
+
+  .. math::
+
+      \\mu = \\frac{2 n_+ n_-}{n} + 1,\\qquad
+      \\sigma^2_R = \\frac{(\\mu - 1)(\\mu - 2)}{n - 1},\\qquad z = \\frac{R - \\mu}{\\sigma_R};
+
+  a wrong model leaves long stretches of same-sign residuals: :math:`z \\ll 0`;
+* the lag-1 autocorrelation :math:`\\rho_1 = \\sum_i r_i r_{i+1} / \\sum_i r_i^2`, which is
+  :math:`\\mathcal N(0, 1/n)` for independent residuals.
+
+Both residual tests read residuals in data order; in-memory 1-D ``x`` is sorted first so
+that the order means something; an out-of-core source is read in its own order (store it
+sorted by x for these tests to be informative).
+
+Scaled gradient: :math:`g_j = |(J^T r)_j| / (\\lVert J_{:,j}\\rVert\\,\\lVert r \\rVert)`,
+the cosine between the residual and each Jacobian column (MINPACK's orthogonality test),
+which is 0 at an exact minimum whatever the units.
+
+Condition number: of the column-equilibrated :math:`D^{-1} J^T J D^{-1}`,
+:math:`D = \\sqrt{\\operatorname{diag} J^T J}`, so it measures parameter degeneracy rather
+than units.
+
+Re-fits: the standard (in memory) or streaming (source) solver is restarted from
+``n_perturb`` perturbed copies of ``popt`` (each parameter moved by 3 standard errors,
+or 10% of :math:`|p|` when the error is not finite, with a random sign, clipped into the
+bounds) and from the runner-up multi-start point. Each must come back to the same
+minimum: cost within :math:`10^{-6}` relative and every parameter within
+:math:`0.05\\,\\mathrm{perr} + 10^{-6}|p|`. A re-fit that finds a *lower* cost fails the
+check (the reported fit is not the minimum); the runner-up may legitimately end at a
+worse local minimum (multi-modal problems), which passes with a note.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .result import FitResult
+from .sources import ArrayChunkSource, ChunkSource
+
+RUNS_Z_MAX = 4.0  # |z| above this: residuals are not random (p ~ 6e-5 two-sided)
+AUTOCORR_Z_MAX = 4.0  # |rho_1| * sqrt(n) above this
+COND_MAX = 1e10
+REDCHI_Z_MAX = 5.0  # |redchi - 1| / sqrt(2/dof) above this, when sigma is absolute
+COST_RTOL = 1e-6
+PARAM_PERR_TOL = 0.05
+PARAM_RTOL = 1e-6
+_VALIDATION_CHUNK = 65536
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    value: Any
+    threshold: Any
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "value": self.value,
+                "threshold": self.threshold, "detail": self.detail}
+
+
+@dataclass
+class ValidationReport:
+    passed: bool
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{c.name}: {c.detail}" for c in self.checks if not c.passed]
+
+    def __getitem__(self, name: str) -> Check:
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "reasons": self.reasons, "checks": [c.to_dict() for c in self.checks]}
+
+    def __str__(self) -> str:
+        head = "PASSED" if self.passed else "FAILED: " + "; ".join(self.reasons)
+        lines = [f"validation {head}"]
+        for c in self.checks:
+            mark = "ok  " if c.passed else "FAIL"
+            lines.append(f"  [{mark}] {c.name:<18} value={_fmt(c.value)} threshold={_fmt(c.threshold)}  {c.detail}")
+        return "\n".join(lines)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+# -- one pass of residual statistics -------------------------------------------------
+
+
+def _make_chunk_stats(fn: Callable, chunk_size: int):
+    """A jitted function of (params, x, y, sigma, mask) -> per-chunk sums and residuals,
+    compiled once for the padded chunk shape."""
+
+    def stats(p, x, y, sigma, mask):
+        def model(q):
+            return fn(x, *q)
+
+        f = model(p)
+        J = jax.jacfwd(model)(p)
+        w = jnp.where(mask, 1.0 / sigma, 0.0)
+        r = jnp.where(mask, (y - f) * w, 0.0)
+        Jw = J * w[:, None]
+        return r, Jw.T @ Jw, Jw.T @ r, jnp.sum(r * r), jnp.sum(jnp.where(mask, (y - f) ** 2, 0.0))
+
+    return jax.jit(stats)
+
+
+def residual_pass(fn: Callable, source: ChunkSource, popt: np.ndarray) -> dict[str, Any]:
+    """One pass over ``source`` at ``popt``: the sums every residual check needs."""
+    m = source.chunk_size
+    stats = _make_chunk_stats(fn, m)
+    p = jnp.asarray(popt, dtype=jnp.float64)
+    P = p.shape[0]
+    JtJ = np.zeros((P, P))
+    Jtr = np.zeros(P)
+    chi2 = ssr = 0.0
+    n = n_pos = n_neg = runs = 0
+    lag1 = sum_r2 = 0.0
+    last_sign = 0
+    last_r = None
+    for chunk in source.chunks():
+        k = int(chunk.y.shape[0])
+        x, y, s, mask = _pad(chunk, m)
+        r, a, b, c2, ss = stats(p, x, y, s, mask)
+        JtJ += np.asarray(a)
+        Jtr += np.asarray(b)
+        chi2 += float(c2)
+        ssr += float(ss)
+        r = np.asarray(r)[:k]
+        n += k
+        sum_r2 += float(r @ r)
+        if last_r is not None and k:
+            lag1 += last_r * r[0]
+        if k > 1:
+            lag1 += float(r[:-1] @ r[1:])
+        if k:
+            last_r = float(r[-1])
+        sg = np.sign(r)
+        sg = sg[sg != 0]
+        n_pos += int(np.sum(sg > 0))
+        n_neg += int(np.sum(sg < 0))
+        if sg.size:
+            runs += int(np.sum(sg[1:] != sg[:-1])) + (1 if sg[0] != last_sign else 0)
+            last_sign = int(sg[-1])
+    return {"JtJ": JtJ, "Jtr": Jtr, "chi2": chi2, "ssr": ssr, "n": n, "n_pos": n_pos,
+            "n_neg": n_neg, "runs": runs, "lag1": lag1, "sum_r2": sum_r2}
+
+
+def _pad(chunk, m: int):
+    k = int(chunk.y.shape[0])
+    pad = m - k
+    x = np.asarray(chunk.x, dtype=np.float64)
+    if pad:
+        widths = ((0, pad),) if x.ndim == 1 else ((0, 0), (0, pad))
+        x = np.pad(x, widths, mode="edge")
+    y = np.pad(np.asarray(chunk.y, dtype=np.float64), (0, pad))
+    s = np.ones(m) if chunk.sigma is None else np.pad(np.asarray(chunk.sigma, dtype=np.float64), (0, pad), constant_values=1.0)
+    mask = np.arange(m) < k
+    return x, y, s, mask
+
+
+def runs_z(n_pos: int, n_neg: int, runs: int) -> float:
+    n = n_pos + n_neg
+    if n_pos == 0 or n_neg == 0 or n < 3:
+        return -math.inf if n >= 3 else math.nan  # all residuals of one sign: maximally non-random
+    mu = 2.0 * n_pos * n_neg / n + 1.0
+    var = (mu - 1.0) * (mu - 2.0) / (n - 1.0)
+    return (runs - mu) / math.sqrt(var) if var > 0 else math.nan
+
+
+# -- the checks ----------------------------------------------------------------------
+
+
+def validate_fit(
+    fn: Callable,
+    x,
+    y,
+    sigma,
+    result: FitResult,
+    options,
+    *,
+    source: ChunkSource | None = None,
+    n_perturb: int = 5,
+    seed: int = 0,
+    runner_up=None,
+    refit: Callable | None = None,
+) -> ValidationReport:
+    """Run the QUALITY checks on ``result`` and attach the report to ``result.validation``.
+
+    Pass in-memory ``x, y, sigma`` or ``source`` (then x, y, sigma are ignored and may be None).
+    ``refit(p_start) -> FitResult`` overrides how re-fits are run (default: the standard
+    solver in memory, the streaming solver for a source).
+    """
+    popt = np.asarray(result.popt, dtype=np.float64)
+    if source is None:
+        xs, ys, ss = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), sigma
+        ss = None if ss is None else np.broadcast_to(np.asarray(ss, dtype=np.float64), ys.shape)
+        if xs.ndim == 1:  # residual order tests read residuals in x order
+            order = np.argsort(xs, kind="stable")
+            xs, ys, ss = xs[order], ys[order], None if ss is None else ss[order]
+        src: ChunkSource = ArrayChunkSource(xs, ys, ss, chunk_size=_VALIDATION_CHUNK)
+    else:
+        src = source
+    checks: list[Check] = []
+
+    # convergence
+    checks.append(Check("convergence", bool(result.status.converged), result.status.name, "converged",
+                        result.status.message))
+
+    sums = residual_pass(fn, src, popt)
+    n, P = sums["n"], popt.size
+    JtJ, Jtr = sums["JtJ"], sums["Jtr"]
+    col = np.sqrt(np.maximum(np.diag(JtJ), 0.0))
+    rnorm = math.sqrt(max(sums["chi2"], 0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g_scaled = np.abs(Jtr) / (col * rnorm)
+    g_scaled = np.where(col * rnorm > 0, g_scaled, 0.0)
+    g_max = float(np.max(g_scaled)) if P else 0.0
+    g_tol = max(10.0 * math.sqrt(getattr(options, "ftol", 1e-8)), 10.0 * getattr(options, "gtol", 1e-8))
+    free = result.active_bounds == 0
+    g_free = float(np.max(g_scaled[free])) if np.any(free) else 0.0
+    checks.append(Check("gradient", g_free <= g_tol, g_free, g_tol,
+                        "max cosine between residual and a free parameter's Jacobian column"
+                        + ("" if g_free <= g_tol else f" (max at '{result.param_names[int(np.argmax(np.where(free, g_scaled, -1)))]}')")))
+
+    # conditioning
+    with np.errstate(divide="ignore", invalid="ignore"):
+        D = np.where(col > 0, 1.0 / col, 0.0)
+        eq = JtJ * np.outer(D, D)
+    if np.any(col == 0):
+        cond = math.inf
+    else:
+        sv = np.linalg.svd(eq, compute_uv=False)
+        cond = float(sv[0] / sv[-1]) if sv[-1] > 0 else math.inf
+    dead = [nm for nm, c in zip(result.param_names, col) if c == 0]
+    checks.append(Check("condition", cond <= COND_MAX, cond, COND_MAX,
+                        "condition number of the column-equilibrated J^T J"
+                        + (f"; the data does not depend on {dead}" if dead else "")))
+
+    at = [nm for nm, a in zip(result.param_names, result.active_bounds) if a]
+    checks.append(Check("bounds", not at, len(at), 0,
+                        "no parameter at a bound" if not at else f"parameters at a bound: {at}"))
+
+    finite = bool(np.all(np.isfinite(result.pcov)))
+    checks.append(Check("finite_pcov", finite, finite, True,
+                        "covariance is finite" if finite else "covariance has inf/nan (undetermined parameters)"))
+
+    dof = max(n - P, 1)
+    redchi = sums["chi2"] / dof
+    known_sigma = bool(getattr(options, "absolute_sigma", False)) and (source.has_sigma if source is not None else sigma is not None)
+    zchi = abs(redchi - 1.0) / math.sqrt(2.0 / dof)
+    if known_sigma:
+        checks.append(Check("reduced_chi2", zchi <= REDCHI_Z_MAX, redchi, f"1 +/- {REDCHI_Z_MAX * math.sqrt(2.0 / dof):.3g}",
+                            f"absolute sigma: chi2/dof is {zchi:.1f} standard deviations from 1"))
+    else:
+        checks.append(Check("reduced_chi2", True, redchi, "informational",
+                            "sigma is relative (or absent): chi2/dof only sets the error scale"))
+
+    z = runs_z(sums["n_pos"], sums["n_neg"], sums["runs"])
+    checks.append(Check("residual_runs", not (abs(z) > RUNS_Z_MAX), z,
+                        RUNS_Z_MAX, f"{sums['runs']} runs among {sums['n_pos']}+/{sums['n_neg']}- residuals"
+                        + ("; too few runs: systematic misfit (wrong model?)" if z < -RUNS_Z_MAX else "")))
+    rho1 = sums["lag1"] / sums["sum_r2"] if sums["sum_r2"] > 0 else 0.0
+    z_ac = abs(rho1) * math.sqrt(max(n, 1))
+    checks.append(Check("autocorrelation", z_ac <= AUTOCORR_Z_MAX, rho1, AUTOCORR_Z_MAX / math.sqrt(max(n, 1)),
+                        f"lag-1 autocorrelation of residuals ({z_ac:.1f} sigma from 0)"))
+
+    # re-fits
+    if refit is None:
+        refit = _default_refit(fn, x, y, sigma, result, options, source)
+    if n_perturb > 0:
+        checks.append(_perturbation_check(refit, result, n_perturb, seed))
+    ru = _runner_up_start(result) if runner_up is None else np.asarray(runner_up, dtype=np.float64)
+    if ru is not None:
+        checks.append(_runner_up_check(refit, result, ru))
+
+    report = ValidationReport(passed=all(c.passed for c in checks), checks=checks)
+    result.validation = report
+    return report
+
+
+def _same_minimum(res: FitResult, ref: FitResult) -> tuple[bool, float, float]:
+    """(same?, relative cost difference (negative = the re-fit is lower), worst parameter gap in tolerances)."""
+    c0 = ref.cost
+    dc = (res.cost - c0) / max(abs(c0), 1e-300)
+    perr = np.where(np.isfinite(ref.perr), ref.perr, 0.0)
+    tol = PARAM_PERR_TOL * perr + PARAM_RTOL * np.abs(ref.popt) + 1e-12
+    gap = float(np.max(np.abs(res.popt - ref.popt) / tol)) if ref.popt.size else 0.0
+    return abs(dc) <= COST_RTOL and gap <= 1.0, dc, gap
+
+
+def _perturbation_check(refit, result: FitResult, n_perturb: int, seed: int) -> Check:
+    rng = np.random.default_rng(seed)
+    popt = result.popt
+    perr = result.perr
+    step = np.where(np.isfinite(perr) & (perr > 0), 3.0 * perr, 0.1 * np.maximum(np.abs(popt), 1e-3))
+    returned, lower_found = 0, []
+    worst = 0.0
+    for i in range(n_perturb):
+        start = popt + step * rng.choice([-1.0, 1.0], size=popt.size)
+        start = np.clip(start, result.lower, result.upper)
+        res = refit(start)
+        same, dc, gap = _same_minimum(res, result)
+        worst = max(worst, gap)
+        returned += same
+        if dc < -COST_RTOL:
+            lower_found.append((i, res.cost))
+    passed = returned == n_perturb
+    detail = f"{returned}/{n_perturb} re-fits from popt +/- 3 stderr returned to the same minimum"
+    if lower_found:
+        detail += f"; {len(lower_found)} found a LOWER cost (best {min(c for _, c in lower_found):.6g} < {result.cost:.6g})"
+    return Check("perturbed_refits", passed, f"{returned}/{n_perturb}", f"{n_perturb}/{n_perturb}", detail)
+
+
+def _runner_up_start(result: FitResult):
+    starts = [s for s in result.starts if np.isfinite(s.get("cost", math.inf))]
+    if len(starts) < 2:
+        return None
+    starts = sorted(starts, key=lambda s: s["cost"])
+    return np.asarray(starts[1]["start"], dtype=np.float64)
+
+
+def _runner_up_check(refit, result: FitResult, start) -> Check:
+    res = refit(np.clip(start, result.lower, result.upper))
+    same, dc, gap = _same_minimum(res, result)
+    if same:
+        return Check("runner_up_refit", True, dc, COST_RTOL, "the runner-up start returns to the same minimum")
+    if dc > COST_RTOL:
+        return Check("runner_up_refit", True, dc, COST_RTOL,
+                     f"the runner-up start ends at another, worse local minimum (cost {res.cost:.6g} > {result.cost:.6g})")
+    return Check("runner_up_refit", False, dc, COST_RTOL,
+                 f"the runner-up start reaches a LOWER cost {res.cost:.6g} < {result.cost:.6g}: the reported fit is not the minimum"
+                 if dc < -COST_RTOL else "the runner-up start reaches the same cost at different parameters (non-identifiable)")
+
+
+def _default_refit(fn, x, y, sigma, result: FitResult, options, source):
+    names = list(result.param_names)
+    if source is None:
+        from .strategies import run_standard
+
+        def refit(p):
+            return run_standard(fn, x, y, sigma, p, result.lower, result.upper, options, names)
+    else:
+        from .streaming import run_streaming
+
+        def refit(p):
+            return run_streaming(fn, source, p, result.lower, result.upper, options, names, resume="never")
+
+    return refit
