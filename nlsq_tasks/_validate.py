@@ -183,7 +183,7 @@ def check_sigma(s: np.ndarray) -> None:
         if bad.any():
             i = int(np.argmax(bad))
             raise FitInputError(
-                "sigma", float(s[i]), f"sigma must be finite and > 0 everywhere; sigma[{i}] = {s[i]!r}."
+                "sigma", float(s[i]), f"sigma must be finite and > 0 everywhere; sigma[{i}] = {float(s[i])!r}."
             )
         return
     if not np.all(np.isfinite(s)):
@@ -265,8 +265,8 @@ def check_bounds(bounds: Any, names: Sequence[str]) -> tuple[np.ndarray, np.ndar
         raise FitInputError(
             "bounds",
             (float(lo[i]), float(hi[i])),
-            f"the lower bound of parameter '{names[i]}' ({lo[i]!r}) must be strictly less than its upper bound "
-            f"({hi[i]!r}).",
+            f"the lower bound of parameter '{names[i]}' ({float(lo[i])!r}) must be strictly less than its upper bound "
+            f"({float(hi[i])!r}).",
         )
     return lo, hi
 
@@ -314,15 +314,15 @@ def check_p0(p0: Any, names: Sequence[str], lower: np.ndarray, upper: np.ndarray
         )
     if not np.all(np.isfinite(p)):
         i = int(np.argmax(~np.isfinite(p)))
-        raise FitInputError("p0", p.tolist(), f"p0 must be finite; parameter '{names[i]}' is {p[i]!r}.")
+        raise FitInputError("p0", p.tolist(), f"p0 must be finite; parameter '{names[i]}' is {float(p[i])!r}.")
     for i, name in enumerate(names):
         if p[i] < lower[i] or p[i] > upper[i]:
             side, bound = ("lower", lower[i]) if p[i] < lower[i] else ("upper", upper[i])
             raise FitInputError(
                 "p0",
                 float(p[i]),
-                f"p0 is outside the bounds: parameter '{name}' = {p[i]!r} is beyond its {side} bound {bound!r} "
-                f"(allowed: {lower[i]!r} <= {name} <= {upper[i]!r}).",
+                f"p0 is outside the bounds: parameter '{name}' = {float(p[i])!r} is beyond its {side} bound {float(bound)!r} "
+                f"(allowed: {float(lower[i])!r} <= {name} <= {float(upper[i])!r}).",
             )
     return p
 
@@ -454,7 +454,7 @@ def check_model_at_p0(fn: Callable, x_probe: np.ndarray, p0: np.ndarray, names: 
         raise ModelEvaluationError(
             "p0",
             p0.tolist(),
-            f"the model is not finite at p0={p_text}: it returned {out[i]!r} at point {i}. "
+            f"the model is not finite at p0={p_text}: it returned {float(out[i])!r} at point {i}. "
             "Choose a p0 (or bounds) where the model is defined.",
         )
 
@@ -462,3 +462,48 @@ def check_model_at_p0(fn: Callable, x_probe: np.ndarray, p0: np.ndarray, names: 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return text[0][:300] if text else ""
+
+
+FD_JAC_NAMES = ("2-point", "3-point", "cs")
+
+
+def check_jac_at_p0(fn: Callable, jac: Any, x_probe: np.ndarray, p0: np.ndarray, names: Sequence[str]) -> None:
+    """SciPy's ``jac`` argument, honoured by checking it rather than by using it.
+
+    The solver differentiates the model exactly with forward-mode AD, so a finite-difference
+    name (``'2-point'``, ``'3-point'``, ``'cs'``) is simply superseded. A callable
+    ``jac(x, *params) -> (m, p)`` is evaluated once on the probe points at ``p0`` and compared
+    with the AD Jacobian; when they agree the AD Jacobian is used (it is the same matrix),
+    when they disagree the call fails, because the model and its ``jac`` contradict each
+    other and SciPy would have fitted with the wrong derivatives.
+    """
+    if isinstance(jac, str):
+        one_of("jac", jac, FD_JAC_NAMES + (None,))
+        return
+    if not callable(jac):
+        raise FitTypeError("jac", jac, f"jac must be None, a callable or one of {FD_JAC_NAMES}; got {short(jac)}.")
+    import jax
+    import jax.numpy as jnp
+
+    xj = jnp.asarray(x_probe)
+    m, p = x_probe.shape[-1], len(names)
+    try:
+        given = np.asarray(jac(x_probe, *p0), dtype=np.float64)
+    except Exception as exc:
+        raise ModelEvaluationError("jac", p0.tolist(), f"jac raised {type(exc).__name__}: {_first_line(exc)} at p0.") from exc
+    if given.shape != (m, p):
+        raise ModelEvaluationError(
+            "jac", given.shape, f"jac returned shape {given.shape} on {m} points; expected ({m}, {p}) (points x parameters)."
+        )
+    auto = np.asarray(jax.jacfwd(lambda q: fn(xj, *q))(jnp.asarray(p0)))
+    scale = max(float(np.max(np.abs(auto))), 1e-300)
+    err = np.abs(given - auto)
+    if not np.all(err <= 1e-6 * np.abs(auto) + 1e-8 * scale):
+        i, j = np.unravel_index(int(np.argmax(err)), err.shape)
+        raise FitInputError(
+            "jac",
+            float(given[i, j]),
+            f"jac disagrees with the model's exact derivative at p0: d f[{i}] / d {names[j]} is {float(given[i, j])!r} "
+            f"from jac but {float(auto[i, j])!r} by differentiation. The solver uses exact JAX derivatives of f, so a "
+            "correct jac is redundant: pass jac=None.",
+        )
