@@ -1,0 +1,101 @@
+"""In-memory strategies: ``run_standard`` and ``run_chunked``.
+
+Both run the same compiled trust-region loop (:mod:`.loop`) over the same tiled pass
+(:func:`~.normal_eqs.data_pass`); they differ only in how the data is laid out, so they
+cannot drift apart:
+
+- **standard**: ``n`` is padded (edge values, masked out) up to a 1/8-octave size bucket so
+  that nearby sizes reuse one compiled solver; the pass walks the data in cache-sized tiles
+  of ``STANDARD_TILE`` points. A 2-D ``sigma`` (covariance) is whitened with its Cholesky
+  factor and the data is then one tile.
+- **chunked**: no padded copy: the pass walks the caller's arrays in ``chunk_size`` tiles,
+  the last one taken flush with the end and its overlap masked. Peak memory is the data
+  plus ``O(chunk_size * n_params)``.
+
+Inputs are trusted (the front door validates): ``p0`` strictly inside ``[lower, upper]``,
+``sigma`` None, ``(n,)`` or (standard only) ``(n, n)`` positive definite.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from .finalize import build_result
+from .loop import bucket_size, run_loop
+from .options import SolverOptions
+from .result import FitResult
+from .trust_region import as_settings
+
+STANDARD_TILE = 16384
+
+
+def _as_x(x) -> np.ndarray:
+    x = np.asarray(x)
+    return x if x.dtype == np.float64 else x.astype(np.float64)
+
+
+def _pad_last(a: np.ndarray, n_to: int) -> np.ndarray:
+    extra = n_to - a.shape[-1]
+    if extra == 0:
+        return a
+    widths = [(0, 0)] * (a.ndim - 1) + [(0, extra)]
+    return np.pad(a, widths, mode="edge")
+
+
+def _run(fn, x, y, sigma, p0, lower, upper, options, param_names, *, tile, pad_to, strategy) -> FitResult:
+    p0 = np.asarray(p0, np.float64)
+    lower = np.asarray(lower, np.float64)
+    upper = np.asarray(upper, np.float64)
+    x, y = _as_x(x), np.asarray(y, np.float64)
+    n = int(y.shape[0])
+    if sigma is not None:
+        sigma = np.asarray(sigma, np.float64)
+        if sigma.ndim == 2:
+            sigma = np.linalg.cholesky(sigma)  # lower factor L: r = L^-1 (f - y)
+            pad_to, tile = n, n
+    if pad_to > n:
+        x, y = _pad_last(x, pad_to), _pad_last(y, pad_to)
+        sigma = None if sigma is None else _pad_last(sigma, pad_to)
+    settings = as_settings(options, p0.shape[0])
+    out, compile_s, run_s = run_loop(
+        fn, options.loss, tile, p0, lower, upper, x, y, sigma, n, options.f_scale, settings
+    )
+    return build_result(
+        out.state,
+        float(out.sst),
+        options=options,
+        param_names=param_names,
+        lower=lower,
+        upper=upper,
+        strategy=strategy,
+        timings={"compile_s": compile_s, "run_s": run_s},
+    )
+
+
+def run_standard(
+    fn, x, y, sigma, p0, lower, upper, options: SolverOptions, param_names: Sequence[str]
+) -> FitResult:
+    """Fit with all data in memory (padded to a size bucket, walked in cache-sized tiles)."""
+    n = int(np.shape(y)[0])
+    return _run(
+        fn, x, y, sigma, p0, lower, upper, options, param_names,
+        tile=STANDARD_TILE, pad_to=bucket_size(n), strategy="standard",
+    )  # fmt: skip
+
+
+def run_chunked(
+    fn, x, y, sigma, p0, lower, upper, options: SolverOptions, param_names: Sequence[str], chunk_size: int
+) -> FitResult:
+    """Fit in-memory data in ``chunk_size`` blocks, without copying it (sigma None or 1-D)."""
+    if sigma is not None and np.ndim(sigma) != 1:
+        raise ValueError(
+            f"sigma: run_chunked takes None or per-point (1-D) sigma, got an array of shape {np.shape(sigma)}; "
+            "use the standard strategy for a covariance matrix"
+        )
+    n = int(np.shape(y)[0])
+    return _run(
+        fn, x, y, sigma, p0, lower, upper, options, param_names,
+        tile=max(1, int(chunk_size)), pad_to=n, strategy="chunked",
+    )  # fmt: skip
