@@ -1,0 +1,41 @@
+"""Storage for nlsq_tasks, over fsspec (local paths, ``memory://``, ``s3://``...).
+
+The only part of nlsq_tasks that imports fsspec/s3fs: data inspection, chunk sources,
+the checkpoint store and the result store.
+"""
+
+from ._errors import (
+    StorageError,
+    StorageNotFoundError,
+    StoragePermissionError,
+    TransientStorageError,
+    redact_options,
+)
+from ._fs import atomic_write_bytes, load_text, read_bytes
+from .checkpoint_store import CheckpointStore
+from .inspect import DataInfo, inspect_data
+from .result_store import IncompleteResultError, ResultStore, read_result
+from .sources import CsvChunkSource, FileChunkSource, ParquetChunkSource, RecordChunkSource, load_arrays, open_source
+
+__all__ = [
+    "CheckpointStore",
+    "CsvChunkSource",
+    "DataInfo",
+    "FileChunkSource",
+    "IncompleteResultError",
+    "ParquetChunkSource",
+    "RecordChunkSource",
+    "ResultStore",
+    "StorageError",
+    "StorageNotFoundError",
+    "StoragePermissionError",
+    "TransientStorageError",
+    "atomic_write_bytes",
+    "inspect_data",
+    "load_arrays",
+    "load_text",
+    "open_source",
+    "read_bytes",
+    "read_result",
+    "redact_options",
+]
