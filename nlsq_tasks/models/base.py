@@ -1,0 +1,399 @@
+"""``Model``: a JAX-traceable function of ``x`` with named parameters.
+
+A model is ``f(x, p_1, ..., p_m)``. ``x`` is ``(n,)`` or, with ``k`` features, ``(k, n)``
+(SciPy's layout); the output is ``(n,)``. Besides the function a model knows
+
+* ``param_names``: unique identifiers, in the order of the positional parameters;
+* ``guess(x, y)``: a data-driven start (NumPy only), or None when it has no idea;
+* ``default_bounds()``: ``(lower, upper)`` arrays, possibly infinite;
+* ``fingerprint()``: a string that names the function, stable across processes, so a
+  checkpoint written for one model is never resumed with another.
+
+Sums ``m1 + m2`` evaluate ``f_1(x, p_1) + f_2(x, p_2)`` with the parameter vectors
+concatenated. When names collide, each colliding component is prefixed with its short
+name and a counter (``gaussian + gaussian`` -> ``g1_amplitude, ..., g2_amplitude``);
+``model.with_prefix("left_")`` gives a component a prefix of your choosing, which is
+kept as is. The guess of a sum guesses one component at a time on what the earlier
+ones left unexplained (shape components first, baselines such as ``constant`` and
+``linear`` last, since a baseline guessed first would swallow the peaks).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import keyword
+import math
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+Guesser = Callable[[np.ndarray, np.ndarray], Any]
+
+
+def _check_names(names: Sequence[str], what: str) -> list[str]:
+    out = []
+    for nm in names:
+        if not isinstance(nm, str) or not nm.isidentifier() or keyword.iskeyword(nm):
+            raise ValueError(f"{what}: parameter name {nm!r} is not a valid identifier (letters, digits, '_').")
+        out.append(nm)
+    dup = sorted({nm for nm in out if out.count(nm) > 1})
+    if dup:
+        raise ValueError(f"{what}: parameter names must be unique; repeated: {dup}.")
+    return out
+
+
+class Model:
+    """A function ``fn(x, *params)`` with named parameters, a guess, bounds and an identity.
+
+    Built-in models come from :func:`get_model`, expressions from :func:`expression_model`,
+    plain callables from :func:`model_from_callable`; :func:`resolve_model` takes any of them.
+    """
+
+    def __init__(
+        self,
+        fn: Callable,
+        param_names: Sequence[str],
+        name: str | None = None,
+        *,
+        guess: Guesser | None = None,
+        bounds: tuple[Sequence[float], Sequence[float]] | None = None,
+        identity: str | None = None,
+        formula: str | None = None,
+        n_features: int | None = None,
+        spec: str | None = None,
+        fallback: Sequence[float] | None = None,
+        baseline: bool = False,
+        short: str | None = None,
+        _rebuild: tuple | None = None,
+    ):
+        if not callable(fn):
+            raise TypeError(f"Model: fn must be callable, got {type(fn).__name__}.")
+        self.fn = fn
+        self.name = name or getattr(fn, "__name__", "model")
+        self.param_names = _check_names(list(param_names), f"model {self.name!r}")
+        if not self.param_names:
+            raise ValueError(f"model {self.name!r} has no parameters; there is nothing to fit.")
+        m = len(self.param_names)
+        lo, hi = (np.full(m, -np.inf), np.full(m, np.inf)) if bounds is None else bounds
+        lo = np.broadcast_to(np.asarray(lo, dtype=float), (m,)).copy()
+        hi = np.broadcast_to(np.asarray(hi, dtype=float), (m,)).copy()
+        if np.any(np.isnan(lo)) or np.any(np.isnan(hi)) or np.any(lo > hi):
+            raise ValueError(f"model {self.name!r}: bounds must satisfy lower <= upper; got {lo} and {hi}.")
+        self._lower, self._upper = lo, hi
+        self._guess = guess
+        self._fallback = None if fallback is None else np.asarray(fallback, dtype=float).reshape(m)
+        self._identity = identity or callable_identity(fn)
+        self.formula = formula or f"{self.name}(x, {', '.join(self.param_names)})"
+        self.n_features = n_features
+        self.spec = spec  # a string resolve_model() turns back into this model, or None
+        self.baseline = baseline
+        self.short = short or "".join(c for c in self.name if c.isalnum())[:4].lower() or "m"
+        self._rebuild = _rebuild
+        self._prefixed = False
+        self._parts: tuple[Model, ...] | None = None
+
+    # -- evaluation -------------------------------------------------------------------
+    @property
+    def n_params(self) -> int:
+        return len(self.param_names)
+
+    def __call__(self, x, *params):
+        if len(params) != self.n_params:
+            raise TypeError(
+                f"model {self.name!r} takes {self.n_params} parameters {self.param_names}, got {len(params)}."
+            )
+        return self.fn(x, *params)
+
+    def default_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return self._lower.copy(), self._upper.copy()
+
+    def fingerprint(self) -> str:
+        return self._identity
+
+    # -- the start --------------------------------------------------------------------
+    def guess(self, x, y) -> np.ndarray | None:
+        """A start inside the default bounds, from the data; None when the model has no guesser.
+
+        Never raises: non-finite points are dropped first, and when the guesser cannot make
+        sense of what is left (too few points, constant data, a shape it does not expect)
+        the model's fixed fallback is returned instead.
+        """
+        if self._guess is None:
+            return None
+        p = None
+        try:
+            # A guess is advice, not a result: any failure on odd data means "use the fallback".
+            with np.errstate(all="ignore"):
+                xc, yc = _clean(x, y)
+                if yc.size >= 1:
+                    p = np.asarray(self._guess(xc, yc), dtype=float).reshape(-1)
+            if p is None or p.shape != (self.n_params,) or not np.all(np.isfinite(p)):
+                p = None
+        except Exception:
+            p = None
+        if p is None:
+            if self._fallback is None:
+                return None
+            p = self._fallback.copy()
+        return _strictly_inside(p, self._lower, self._upper)
+
+    # -- composition ------------------------------------------------------------------
+    def with_prefix(self, prefix: str) -> "Model":
+        """The same model with every parameter name prefixed (kept as is inside sums)."""
+        if not isinstance(prefix, str) or not prefix or not (prefix + "x").isidentifier():
+            raise ValueError(f"with_prefix: prefix {prefix!r} must start an identifier, e.g. 'g1_'.")
+        out = Model(
+            self.fn,
+            [prefix + n for n in self.param_names],
+            self.name,
+            guess=self._guess,
+            bounds=self.default_bounds(),
+            identity=f"{self._identity}|prefix={prefix}",
+            formula=self.formula,
+            n_features=self.n_features,
+            fallback=self._fallback,
+            baseline=self.baseline,
+            short=self.short,
+            _rebuild=(_prefixed_model, (self, prefix)),
+        )
+        out._prefixed = True
+        return out
+
+    def __add__(self, other) -> "Model":
+        if not isinstance(other, Model):
+            from .registry import resolve_model
+
+            other = resolve_model(other)
+        return sum_models([self, other])
+
+    def __radd__(self, other) -> "Model":
+        if isinstance(other, (int, float)) and other == 0:  # sum([m1, m2]) starts from 0
+            return self
+        from .registry import resolve_model
+
+        return sum_models([resolve_model(other), self])
+
+    @property
+    def components(self) -> tuple["Model", ...]:
+        """The components of a sum (prefixes applied), or ``(self,)``."""
+        return self._parts if self._parts is not None else (self,)
+
+    def __reduce__(self):
+        if self._rebuild is None:
+            raise TypeError(
+                f"model {self.name!r} wraps a plain callable and cannot be pickled; "
+                "pass its name or expression (resolve_model) across processes instead."
+            )
+        return self._rebuild
+
+    def __repr__(self) -> str:
+        return f"Model({self.name!r}, params={self.param_names})"
+
+
+def _prefixed_model(model: Model, prefix: str) -> Model:
+    return model.with_prefix(prefix)
+
+
+# -- sums ----------------------------------------------------------------------------------
+def sum_models(models: Sequence[Model]) -> Model:
+    """``models[0] + models[1] + ...`` with unique parameter names (see the module docstring)."""
+    leaves: list[Model] = []
+    for m in models:
+        if not isinstance(m, Model):
+            raise TypeError(f"sum_models: every term must be a Model, got {type(m).__name__}.")
+        # An un-prefixed sum contributes its original leaves, so prefixes are decided once.
+        leaves.extend(m._leaves if (m._parts is not None and not m._prefixed) else [m])
+    feats = {m.n_features for m in leaves if m.n_features is not None}
+    if len(feats) > 1:
+        raise ValueError(f"cannot add models that expect different numbers of x features: {sorted(feats)}.")
+
+    counts: dict[str, int] = {}
+    for m in leaves:
+        for n in m.param_names:
+            counts[n] = counts.get(n, 0) + 1
+    seen: dict[str, int] = {}
+    parts = []
+    for m in leaves:
+        if not m._prefixed and any(counts[n] > 1 for n in m.param_names):
+            seen[m.short] = seen.get(m.short, 0) + 1
+            part = m.with_prefix(f"{m.short}{seen[m.short]}_")
+        else:
+            part = m
+        parts.append(part)
+    names = [n for p in parts for n in p.param_names]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ValueError(
+            f"the sum has repeated parameter names {dup}; give the components distinct prefixes "
+            "with model.with_prefix('p1_')."
+        )
+
+    sizes = [p.n_params for p in parts]
+    fns = [p.fn for p in parts]
+    lowers, uppers = zip(*(p.default_bounds() for p in parts))
+    specs = [m.spec for m in leaves]
+    has_all_guesses = all(p._guess is not None for p in parts)
+    fallbacks = [p._fallback for p in parts]
+
+    def fn(x, *params):
+        out, i = 0.0, 0
+        for f, k in zip(fns, sizes):
+            out = out + f(x, *params[i : i + k])
+            i += k
+        return out
+
+    total = Model(
+        fn,
+        names,
+        " + ".join(p.name for p in parts),
+        guess=functools.partial(_guess_sum, parts) if has_all_guesses else None,
+        bounds=(np.concatenate(lowers), np.concatenate(uppers)),
+        identity="sum(" + ", ".join(p.fingerprint() for p in parts) + ")",
+        formula=" + ".join(f"[{p.formula}]" for p in parts),
+        n_features=feats.pop() if feats else None,
+        spec="+".join(specs) if all(s is not None and not m._prefixed for s, m in zip(specs, leaves)) else None,
+        fallback=None if any(f is None for f in fallbacks) else np.concatenate(fallbacks),
+        baseline=all(p.baseline for p in parts),
+        short="sum",
+        _rebuild=(sum_models, (tuple(leaves),)),
+    )
+    total._parts = tuple(parts)
+    total._leaves = tuple(leaves)
+    return total
+
+
+def _guess_sum(parts: Sequence[Model], x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Guess shape components first (in order), then baselines, each on the residual left so far."""
+    order = [i for i, p in enumerate(parts) if not p.baseline] + [i for i, p in enumerate(parts) if p.baseline]
+    guesses: list[np.ndarray | None] = [None] * len(parts)
+    resid = y.copy()
+    for i in order:
+        g = parts[i].guess(x, resid)
+        if g is None:
+            raise ValueError("a component has no guess")
+        guesses[i] = g
+        resid = resid - np.asarray(parts[i].fn(x, *g), dtype=float)
+    return np.concatenate(guesses)
+
+
+# -- callables -----------------------------------------------------------------------------
+def model_from_callable(
+    f: Callable, n_params: int | None = None, *, param_names: Sequence[str] | None = None, name: str | None = None
+) -> Model:
+    """A :class:`Model` around ``f(x, p1, p2, ...)``; names come from the signature.
+
+    Every positional parameter after the first is a fit parameter (as in SciPy's curve_fit).
+    ``f(x, *p)`` has no names: pass ``n_params`` (names become ``p0, p1, ...``) or
+    ``param_names``. Keyword-only parameters must have defaults (they are never fitted).
+    """
+    if isinstance(f, Model):
+        return f
+    if not callable(f):
+        raise TypeError(f"model: expected a callable f(x, *params), got {type(f).__name__}.")
+    if param_names is not None:
+        param_names = list(param_names)
+        if n_params is not None and n_params != len(param_names):
+            raise ValueError(f"n_params={n_params} disagrees with param_names={param_names}.")
+        n_params = len(param_names)
+    if n_params is not None and (not isinstance(n_params, int) or n_params < 1):
+        raise ValueError(f"n_params must be a positive integer, got {n_params!r}.")
+    label = name or getattr(f, "__name__", None) or type(f).__name__
+    try:
+        sig = inspect.signature(f)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is None:
+        if n_params is None:
+            raise ValueError(f"cannot read the signature of {label!r}; pass n_params (or param_names).")
+        names = param_names or [f"p{i}" for i in range(n_params)]
+    else:
+        positional = [
+            p.name for p in sig.parameters.values() if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+        var_positional = any(p.kind == p.VAR_POSITIONAL for p in sig.parameters.values())
+        required_kw = [p.name for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY and p.default is p.empty]
+        if required_kw:
+            raise ValueError(f"model {label!r}: keyword-only parameters {required_kw} need defaults (they are not fitted).")
+        if not positional and not var_positional:
+            raise ValueError(f"model {label!r} must take the independent variable x as its first argument.")
+        named = positional[1:]
+        if n_params is None:
+            if var_positional and not named:
+                raise ValueError(
+                    f"model {label!r} takes only *args, so the number of parameters is unknown; "
+                    "pass n_params (or param_names)."
+                )
+            names = named
+        elif param_names is not None:
+            if not var_positional and n_params != len(named):
+                raise ValueError(f"param_names has {n_params} names but {label!r} takes {len(named)}: {named}.")
+            names = param_names
+        elif n_params < len(named) or (n_params > len(named) and not var_positional):
+            raise ValueError(f"n_params={n_params}, but {label!r} takes {len(named)} parameters: {named}.")
+        else:
+            names = named + [f"p{i}" for i in range(len(named), n_params)]
+    return Model(f, names, label, identity=callable_identity(f), formula=f"{label}(x, {', '.join(names)})")
+
+
+def callable_identity(f: Callable) -> str:
+    """``module.qualname#hash`` where the hash covers the code (bytecode, constants, names) and
+    defaults, so that editing a function's body changes its identity but a restart does not."""
+    h = hashlib.sha256()
+    target = f
+    if isinstance(f, functools.partial):
+        h.update(repr(f.args).encode())
+        h.update(repr(sorted(f.keywords.items())).encode())
+        target = f.func
+    target = inspect.unwrap(target) if hasattr(target, "__wrapped__") else target
+    code = getattr(target, "__code__", None)
+    if code is None:
+        code = getattr(getattr(target, "__call__", None), "__code__", None)
+    if code is not None:
+        _hash_code(h, code)
+    defaults = getattr(target, "__defaults__", None)
+    if defaults:
+        h.update(repr(defaults).encode())
+    mod = getattr(target, "__module__", None) or type(target).__module__
+    qual = getattr(target, "__qualname__", None) or type(target).__qualname__
+    return f"callable:{mod}.{qual}#{h.hexdigest()[:16]}"
+
+
+def _hash_code(h, code, depth: int = 0) -> None:
+    h.update(code.co_code)
+    h.update(repr(code.co_names).encode())
+    if depth > 20:  # nested code objects: bounded
+        return
+    for c in code.co_consts:
+        if inspect.iscode(c):
+            _hash_code(h, c, depth + 1)
+        else:
+            h.update(repr(c).encode())
+
+
+# -- helpers for guessers ------------------------------------------------------------------
+def _clean(x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Float arrays with the non-finite points dropped (x ``(n,)`` or ``(k, n)``)."""
+    x = np.asarray(x, dtype=float)
+    y = np.asarray(y, dtype=float).reshape(-1)
+    if x.ndim == 1 and x.size == y.size:
+        keep = np.isfinite(x) & np.isfinite(y)
+        return x[keep], y[keep]
+    if x.ndim == 2 and x.shape[1] == y.size:
+        keep = np.all(np.isfinite(x), axis=0) & np.isfinite(y)
+        return x[:, keep], y[keep]
+    raise ValueError(f"x of shape {x.shape} does not match y of shape {y.shape}")
+
+
+def _strictly_inside(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """Clip into the bounds, then step off a finite bound (solvers with bounds start inside)."""
+    p = np.clip(p, lo, hi)
+    span = np.where(np.isfinite(hi - lo), hi - lo, np.inf)
+    for i in range(p.size):
+        step = min(1e-3 * span[i], 1e-6 * max(1.0, abs(p[i])))
+        if math.isfinite(lo[i]) and p[i] <= lo[i]:
+            p[i] = lo[i] + step if step > 0 else lo[i]
+        elif math.isfinite(hi[i]) and p[i] >= hi[i]:
+            p[i] = hi[i] - step if step > 0 else hi[i]
+    return p
