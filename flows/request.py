@@ -186,12 +186,14 @@ class PresetOverrides(BaseModel):
     xtol: Optional[float] = Field(None, gt=0, lt=1)
     gtol: Optional[float] = Field(None, gt=0, lt=1)
     max_nfev: Optional[int] = Field(None, ge=1, le=1_000_000, description="Bound on function evaluations (streaming: passes).")
-    n_starts: Optional[int] = Field(None, ge=0, le=1000, description="Multi-start count (0 or 1: a single start).")
+    n_starts: Optional[int] = Field(None, ge=1, le=1000, description="Multi-start count (1: a single start).")
     chunk_size: Optional[int] = Field(None, ge=1_000, le=1_000_000, description="Points per chunk (chunked and streaming).")
     loss: Optional[Loss] = Field(None, description="Robust loss.")
     f_scale: Optional[float] = Field(None, gt=0, description="Soft margin between inlier and outlier residuals.")
     validate_fit: Optional[bool] = Field(None, description="Run the QUALITY validation pass whatever the goal.")
-    checkpoint_every: Optional[int] = Field(None, ge=1, le=1_000_000, description="Streaming: checkpoint every N chunks.")
+    checkpoint_every: Optional[int] = Field(
+        None, ge=1, le=1_000_000, description="Streaming: also checkpoint every N chunks within a pass (always at pass ends)."
+    )
 
     def as_updates(self) -> dict[str, Any]:
         """Only what the user set, with the enums as their values."""
@@ -311,6 +313,11 @@ class BatchFitRequest(FitSettings):
 
     def redacted(self) -> dict[str, Any]:
         return _redact(self.model_dump(mode="json"))
+
+
+def redact(obj: Any) -> Any:
+    """JSON-safe request data with every ``storage_options`` value replaced."""
+    return _redact(obj)
 
 
 def _redact(obj: Any) -> Any:

@@ -1,0 +1,252 @@
+"""``nlsq-flow``: run fits as Prefect flows from a terminal.
+
+Commands::
+
+    nlsq-flow run --preset auto --data ./data.npz --model exponential_decay [--p0 1 1 0] [--storage DIR] [--goal quality]
+    nlsq-flow demo [--n 200000] [--dir ./.nlsq_demo]
+    nlsq-flow presets [NAME]
+    nlsq-flow inspect URI          # a result directory (summary, manifest) or a checkpoint location
+
+With no ``PREFECT_API_URL`` configured, Prefect 3 runs a flow against a temporary local
+server it starts itself (SQLite in ``PREFECT_HOME``) and stops at exit: nothing to start by
+hand. ``demo`` points ``PREFECT_HOME`` into its own directory when none is set, so a fresh
+clone works without touching ``~/.prefect``. Telemetry is switched off (the machine may
+have no network); progress of chunked and streaming fits is printed on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Optional, Sequence
+
+
+def _quiet_prefect_defaults(prefect_home: Optional[str] = None) -> None:
+    """Environment defaults for a local run; explicit user settings always win."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("NLSQ_FLOW_ECHO_PROGRESS", "1")
+    if prefect_home and "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
+        os.makedirs(prefect_home, exist_ok=True)
+        os.environ["PREFECT_HOME"] = os.path.abspath(prefect_home)
+
+
+# -- run ------------------------------------------------------------------------------------
+def _build_request(args) -> Any:
+    from .request import FitRequest
+
+    payload: dict[str, Any] = {
+        "data": {"uri": args.data, "format": args.format, "x": args.x, "y": args.y, "sigma": args.sigma},
+        "model": args.model,
+        "preset": args.preset,
+        "goal": args.goal,
+        "memory_limit_gb": args.memory_limit_gb,
+        "storage_uri": args.storage,
+        "absolute_sigma": args.absolute_sigma,
+        "plot": not args.no_plot,
+        "resume": not args.no_resume,
+    }
+    for name in ("p0", "lower", "upper"):
+        if getattr(args, name) is not None:
+            payload[name] = getattr(args, name)
+    overrides = {k: getattr(args, k) for k in ("strategy", "tolerance", "n_starts", "chunk_size", "max_nfev")
+                 if getattr(args, k) is not None}
+    if overrides:
+        payload["overrides"] = overrides
+    return FitRequest.model_validate(payload)
+
+
+def _run_and_print(request, as_json: bool) -> int:
+    from .fit_flow import fit_flow
+
+    t0 = time.perf_counter()
+    state = fit_flow(request, return_state=True)
+    wall = time.perf_counter() - t0
+    if not state.is_completed():
+        try:
+            state.result()
+            message = state.message
+        except BaseException as exc:
+            message = f"{type(exc).__name__}: {exc}"
+        print(f"fit flow {state.name}: {message}", file=sys.stderr)
+        return 1
+    out = state.result()
+    if as_json:
+        print(json.dumps(out, indent=2, default=str))
+        return 0
+    report = _read_report(out["uris"])
+    print(report if report else json.dumps(out.get("params"), indent=2))
+    print()
+    print(f"strategy: {out['strategy']} -- {out['reason']}")
+    if out.get("validation") is not None:
+        print(f"validation: {'passed' if out['validation'].get('passed') else 'FAILED'}")
+    for note in out.get("notes", []):
+        print(f"note: {note}")
+    print(f"results: {out['uris'].get('results_dir')}")
+    for key in ("plot", "validation"):
+        if out["uris"].get(key):
+            print(f"{key}: {out['uris'][key]}")
+    print(f"flow wall time: {wall:.2f} s")
+    return 0
+
+
+def _read_report(uris: dict) -> Optional[str]:
+    from nlsq_tasks.io import load_text
+
+    from .resolve import join
+
+    candidates = [v for k, v in uris.items() if str(v).endswith("report.txt")]
+    candidates.append(join(uris.get("results_dir", "."), "report.txt"))
+    for uri in candidates:
+        try:
+            return load_text(uri)
+        except Exception:
+            continue
+    return None
+
+
+def cmd_run(args) -> int:
+    _quiet_prefect_defaults()
+    try:
+        request = _build_request(args)
+    except Exception as exc:  # pydantic's message names the field, the value and the rule
+        print(f"invalid request: {exc}", file=sys.stderr)
+        return 2
+    return _run_and_print(request, args.json)
+
+
+# -- demo -----------------------------------------------------------------------------------
+DEMO_TRUE = {"a": 2.5, "b": 0.7, "c": 0.3}
+
+
+def write_demo_data(directory: str, n: int, seed: int = 0) -> str:
+    """``a*exp(-b*x) + c`` with Gaussian noise (sigma 0.05) as an .npz of x, y, sigma; returns its path."""
+    import numpy as np
+
+    os.makedirs(directory, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    x = np.linspace(0.0, 10.0, n)
+    sigma = np.full(n, 0.05)
+    y = DEMO_TRUE["a"] * np.exp(-DEMO_TRUE["b"] * x) + DEMO_TRUE["c"] + rng.normal(0.0, 0.05, n)
+    path = os.path.join(directory, f"demo_exp_decay_{n}.npz")
+    tmp = path + ".tmp.npz"
+    np.savez(tmp, x=x, y=y, sigma=sigma)
+    os.replace(tmp, path)  # a killed demo never leaves half a data file
+    return path
+
+
+def cmd_demo(args) -> int:
+    directory = os.path.abspath(args.dir)
+    _quiet_prefect_defaults(prefect_home=os.path.join(directory, "prefect_home"))
+    from .request import FitRequest
+
+    path = write_demo_data(directory, args.n)
+    print(f"demo data: {path} ({args.n:,} points of a*exp(-b*x)+c, true a, b, c = "
+          f"{DEMO_TRUE['a']}, {DEMO_TRUE['b']}, {DEMO_TRUE['c']})")
+    storage = os.path.join(directory, "results", time.strftime("%Y%m%d-%H%M%S"))
+    request = FitRequest.model_validate({
+        "data": {"uri": path, "sigma": "sigma"},
+        "model": "a*exp(-b*x) + c",
+        "p0": [1.0, 1.0, 0.0],
+        "preset": args.preset,
+        "goal": args.goal,
+        "absolute_sigma": True,
+        "storage_uri": storage,
+        "memory_limit_gb": args.memory_limit_gb,
+    })
+    print("running fit_flow (local Prefect, temporary server)...", flush=True)
+    return _run_and_print(request, args.json)
+
+
+# -- presets and inspect ------------------------------------------------------------------
+def cmd_presets(args) -> int:
+    from nlsq_tasks.workflow import list_presets, load_preset
+
+    if args.name:
+        try:
+            preset = load_preset(args.name)
+        except Exception as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        import yaml
+
+        print(yaml.safe_dump(preset.to_dict(), sort_keys=False).rstrip())
+        return 0
+    for name in list_presets():
+        p = load_preset(name)
+        print(f"{name:<18} strategy={p.strategy:<9} {p.description}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .stored import describe_location
+
+    try:
+        text = describe_location(args.uri)
+    except Exception as exc:
+        print(f"cannot inspect {args.uri}: {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0
+
+
+# -- argparse -----------------------------------------------------------------------------
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="nlsq-flow", description="Nonlinear least-squares fits as Prefect 3 flows.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run fit_flow on one data set")
+    r.add_argument("--data", required=True, help="data URI (.npy, .npz, .csv, .parquet; local, s3://, memory://)")
+    r.add_argument("--model", required=True, help="built-in model name or expression in x, e.g. 'a*exp(-b*x)+c'")
+    r.add_argument("--preset", default="auto", help="preset name or YAML path/URI (default auto)")
+    r.add_argument("--p0", type=float, nargs="+")
+    r.add_argument("--lower", type=float, nargs="+")
+    r.add_argument("--upper", type=float, nargs="+")
+    r.add_argument("--storage", help="where results and checkpoints go (default ./nlsq_results/<run name>)")
+    r.add_argument("--goal", choices=["fast", "robust", "global", "memory_efficient", "quality"])
+    r.add_argument("--memory-limit-gb", type=float, dest="memory_limit_gb")
+    r.add_argument("--strategy", choices=["auto", "standard", "chunked", "streaming"])
+    r.add_argument("--tolerance", type=float)
+    r.add_argument("--n-starts", type=int, dest="n_starts")
+    r.add_argument("--chunk-size", type=int, dest="chunk_size")
+    r.add_argument("--max-nfev", type=int, dest="max_nfev")
+    r.add_argument("--format", default="auto", choices=["auto", "npy", "npz", "csv", "parquet"])
+    r.add_argument("--x", default="x")
+    r.add_argument("--y", default="y")
+    r.add_argument("--sigma")
+    r.add_argument("--absolute-sigma", action="store_true", dest="absolute_sigma")
+    r.add_argument("--no-plot", action="store_true", dest="no_plot")
+    r.add_argument("--no-resume", action="store_true", dest="no_resume")
+    r.add_argument("--json", action="store_true", help="print the flow's return value as JSON")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo", help="write a synthetic data set to ./.nlsq_demo and fit it with fit_flow")
+    d.add_argument("--n", type=int, default=200_000, help="number of points (default 2e5)")
+    d.add_argument("--dir", default=".nlsq_demo")
+    d.add_argument("--preset", default="auto")
+    d.add_argument("--goal", choices=["fast", "robust", "global", "memory_efficient", "quality"])
+    d.add_argument("--memory-limit-gb", type=float, dest="memory_limit_gb")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(func=cmd_demo)
+
+    ps = sub.add_parser("presets", help="list presets, or show one")
+    ps.add_argument("name", nargs="?")
+    ps.set_defaults(func=cmd_presets)
+
+    i = sub.add_parser("inspect", help="show a stored result directory or a checkpoint location")
+    i.add_argument("uri")
+    i.set_defaults(func=cmd_inspect)
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

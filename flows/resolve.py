@@ -1,0 +1,181 @@
+"""From a request to library objects: preset, model, fit keywords and the storage layout.
+
+Pure helpers used inside tasks (they do I/O only through :mod:`nlsq_tasks.io`). Every
+error raised here is a ``ValueError`` (or a storage error) whose message names the request
+field, the value and what is allowed; the flow turns it into a FAILED state before any
+fit starts and before anything is written.
+
+Storage layout under ``storage_uri``::
+
+    results/      summary.json, params.npz, report.txt (+ the store's manifest), validation.json, fit.png
+    checkpoints/  streaming checkpoints (resume reads them)
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+from .request import DataFormat, DataSpec, FitSettings, redact  # noqa: F401  (redact re-exported for tasks)
+
+RESULTS_DIR = "results"
+CHECKPOINTS_DIR = "checkpoints"
+VALIDATION_FILE = "validation.json"
+PLOT_FILE = "fit.png"
+REQUEST_FILE = "request.json"
+
+# Override fields that fit() takes as keywords (explicit keyword > preset > adaptive);
+# the others change the preset itself.
+_FIT_KEYWORDS = ("ftol", "xtol", "gtol")
+_PRESET_FIELDS = ("strategy", "tolerance", "n_starts", "chunk_size", "loss", "f_scale", "max_nfev")
+
+
+class RequestError(ValueError):
+    """A request that cannot run; ``field`` names the offending request field."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+# -- paths ------------------------------------------------------------------------------
+def join(uri: str, *names: str) -> str:
+    out = uri.rstrip("/")
+    for n in names:
+        out += "/" + n.strip("/")
+    return out
+
+
+def default_storage_uri(run_name: str) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in run_name) or "run"
+    return os.path.abspath(os.path.join("nlsq_results", safe))
+
+
+def layout(storage_uri: str) -> dict[str, str]:
+    results = join(storage_uri, RESULTS_DIR)
+    return {
+        "storage_uri": storage_uri,
+        "results_dir": results,
+        "checkpoints_dir": join(storage_uri, CHECKPOINTS_DIR),
+        "validation": join(results, VALIDATION_FILE),
+        "plot": join(results, PLOT_FILE),
+        "request": join(results, REQUEST_FILE),
+    }
+
+
+# -- presets ----------------------------------------------------------------------------
+def load_request_preset(spec: str, storage_options: Optional[dict] = None):
+    """A shipped preset by name, or a user's YAML preset by local path or fsspec URI."""
+    from nlsq_tasks.workflow import list_presets, load_preset
+
+    names = list(list_presets())
+    if spec.strip().lower() in names:
+        return load_preset(spec)
+    looks_like_file = "://" in spec or spec.endswith((".yaml", ".yml")) or os.sep in spec
+    if not looks_like_file:
+        raise RequestError("preset", f"unknown preset {spec!r}; allowed: {', '.join(names)}, or the path/URI of a YAML preset file")
+    if "://" in spec and not spec.startswith("file://"):
+        from nlsq_tasks.io import load_text
+        from nlsq_tasks.workflow import Preset
+
+        text = load_text(spec, storage_options)
+        try:
+            return Preset.from_yaml_text(text, source=spec)
+        except Exception as exc:
+            raise RequestError("preset", f"the YAML preset at {spec} is not valid: {exc}") from None
+    path = spec[len("file://"):] if spec.startswith("file://") else spec
+    if not os.path.exists(path):
+        raise RequestError("preset", f"preset file {path!r} does not exist")
+    try:
+        return load_preset(path)
+    except FileNotFoundError:
+        raise RequestError("preset", f"preset file {path!r} does not exist") from None
+    except Exception as exc:
+        raise RequestError("preset", f"the YAML preset at {path} is not valid: {exc}") from None
+
+
+def apply_overrides(preset: Any, settings: FitSettings):
+    """The preset with the request's inline overrides (validated again as a whole)."""
+    from nlsq_tasks.workflow import Preset
+
+    updates = settings.overrides.as_updates()
+    data = preset.to_dict()
+    tol = settings.overrides.tolerance
+    for key in _PRESET_FIELDS:
+        if key == "tolerance":
+            if tol is not None:
+                data["tolerance"] = tol
+        elif key in updates:
+            data[key] = updates[key]
+    if settings.overrides.validate_fit is not None:
+        data["validate"] = settings.overrides.validate_fit
+    if settings.overrides.checkpoint_every is not None:
+        data["checkpoint"] = {**data.get("checkpoint", {}), "enabled": True,
+                              "every_chunks": settings.overrides.checkpoint_every}
+    try:
+        return Preset.model_validate(data)
+    except Exception as exc:
+        raise RequestError("overrides", f"they make preset {data.get('name')!r} invalid: {exc}") from None
+
+
+def preset_name(preset: Any, spec: str) -> str:
+    return str(getattr(preset, "name", None) or spec)
+
+
+def preset_strategy(preset: Any) -> Optional[str]:
+    """The strategy a preset fixes, or None when it leaves the choice to the memory budget."""
+    s = getattr(preset, "strategy", None)
+    s = getattr(s, "value", s)
+    return s if s in ("standard", "chunked", "streaming") else None
+
+
+def preset_wants_validation(preset: Any) -> bool:
+    return bool(getattr(preset, "validate", False))
+
+
+# -- models -----------------------------------------------------------------------------
+def resolve_request_model(spec: str):
+    """A registered name, a built-in name or a whitelisted expression -> ``Model``."""
+    from nlsq_tasks.models import resolve_model
+
+    from .registry import lookup
+
+    target = lookup(spec)
+    try:
+        return resolve_model(target if target is not None else spec)
+    except Exception as exc:  # UnsafeExpressionError, SyntaxError, KeyError...
+        raise RequestError("model", f"{spec!r} is not a usable model: {type(exc).__name__}: {exc}") from None
+
+
+def check_parameters(settings: FitSettings, param_names: list[str]) -> None:
+    n = len(param_names)
+    for field in ("p0", "lower", "upper"):
+        values = getattr(settings, field)
+        if values is not None and len(values) != n:
+            raise RequestError(
+                field, f"has {len(values)} values but the model has {n} parameters ({', '.join(param_names)})"
+            )
+
+
+# -- fit keywords -----------------------------------------------------------------------
+def bounds_of(settings: FitSettings, n_params: int):
+    import math
+
+    if settings.lower is None and settings.upper is None:
+        return (-math.inf, math.inf)
+    lower = settings.lower if settings.lower is not None else [-math.inf] * n_params
+    upper = settings.upper if settings.upper is not None else [math.inf] * n_params
+    return (lower, upper)
+
+
+def fit_keywords(settings: FitSettings) -> dict[str, Any]:
+    """Inline overrides that fit() takes as keywords."""
+    updates = settings.overrides.as_updates()
+    return {k: v for k, v in updates.items() if k in _FIT_KEYWORDS}
+
+
+def data_keywords(data: DataSpec) -> dict[str, Any]:
+    """How nlsq_tasks.io reads this data set (format and the x/y/sigma names)."""
+    fmt = None if data.format == DataFormat.AUTO else data.format.value
+    # sigma None: "the sigma column/member if there is one" (nlsq_tasks.io's rule).
+    return {"format": fmt, "x_key": data.x, "y_key": data.y, "sigma_key": data.sigma}

@@ -1,0 +1,45 @@
+"""Checks on a storage location before a fit, without writing anything.
+
+A bad bucket or wrong credentials must fail the flow *before* the fit (minutes or hours)
+and before any file exists. On object stores we ask for the bucket (``info``), which needs
+valid credentials and an existing bucket; locally we find the nearest existing ancestor and
+check it is a writable directory. Nothing is created: the first write (atomic, through
+``nlsq_tasks.io``) makes the directories it needs.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+
+def check_writable_location(uri: str, storage_options: Optional[dict] = None) -> dict[str, Any]:
+    """``{"uri", "protocol", "exists"}``; raises a storage error or ValueError naming ``storage_uri``."""
+    from nlsq_tasks.io._errors import StorageError, storage_errors
+    from nlsq_tasks.io._fs import is_local, protocol, resolve
+
+    fs, path = resolve(uri, storage_options)
+    proto = protocol(fs)
+    if is_local(fs):
+        probe = os.path.abspath(path)
+        for _ in range(256):  # bounded walk up to the root
+            if os.path.exists(probe):
+                break
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                break
+            probe = parent
+        if not os.path.isdir(probe):
+            raise ValueError(f"storage_uri={uri!r}: {probe!r} exists and is not a directory")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise ValueError(f"storage_uri={uri!r}: the directory {probe!r} is not writable")
+        return {"uri": uri, "protocol": proto, "exists": os.path.isdir(os.path.abspath(path))}
+    bucket = path.split("/", 1)[0]
+    with storage_errors(uri, "reach the storage location", storage_options):
+        if proto in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"):
+            # info on the bucket: fails on a missing bucket and on refused credentials.
+            info = fs.info(bucket)
+            if info.get("type") not in ("directory", None):
+                raise StorageError(f"storage_uri={uri!r}: {bucket!r} is not a bucket")
+        exists = fs.exists(path)
+    return {"uri": uri, "protocol": proto, "exists": bool(exists)}

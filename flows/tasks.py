@@ -1,0 +1,336 @@
+"""Thin Prefect tasks around ``nlsq_tasks`` calls.
+
+Each task resolves what it needs from the (small) request, calls the library, and returns
+plain small data: dicts of numbers and URIs. Arrays never travel through Prefect: data are
+loaded inside the fit tasks through :mod:`nlsq_tasks.io`, and results go to storage
+through ``ResultStore`` (atomic writes). ``persist_result=False`` and ``NO_CACHE`` because
+results live in our own storage, and a cached fit would hide a changed data file.
+
+Retries: only on :class:`nlsq_tasks.io.TransientStorageError` (a network or service
+hiccup), with exponential backoff. Bad input (a ValueError naming the field) fails at once.
+
+Per-worker concurrency: the fit tasks hold one slot of the global concurrency limit
+``nlsq-gpu-<hostname>`` while they run (``prefect.concurrency.sync.concurrency``). With no
+such limit configured on the server, Prefect 3.9 logs a warning ("Concurrency limits
+[...] do not exist - skipping acquisition") and runs the task without waiting; we checked
+this on the installed version (tests/flows/test_tasks.py). To serialise GPU fits on a
+worker: ``prefect gcl create nlsq-gpu-$(hostname) --limit 1``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from contextlib import contextmanager
+from typing import Any, Optional
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.tasks import exponential_backoff
+
+from . import resolve as R
+from .request import DataSpec, FitSettings, StorageCredentials
+
+MAX_TRANSIENT_RETRIES = 3
+PLOT_SAMPLE = 5000
+
+
+def retry_on_transient_storage(task, task_run, state) -> bool:
+    """Prefect ``retry_condition_fn``: retry only when the task failed on a transient storage error."""
+    from nlsq_tasks.io import TransientStorageError
+
+    try:
+        state.result()
+    except TransientStorageError:
+        return True
+    except BaseException:
+        return False
+    return False
+
+
+_COMMON = dict(persist_result=False, cache_policy=NO_CACHE)
+_RETRYING = dict(
+    retries=MAX_TRANSIENT_RETRIES,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=retry_on_transient_storage,
+    **_COMMON,
+)
+
+
+def worker_slot_name() -> str:
+    return f"nlsq-gpu-{socket.gethostname().lower()}"
+
+
+@contextmanager
+def worker_slot():
+    """Hold one slot of this worker's GPU limit (no-op, with a Prefect warning, when no limit exists)."""
+    from prefect.concurrency.sync import concurrency
+
+    with concurrency(worker_slot_name(), occupy=1, strict=False):
+        yield
+
+
+# -- 0. check the request before anything else ------------------------------------------
+@task(name="check-request", **_RETRYING)
+def check_request(settings: FitSettings) -> dict[str, Any]:
+    """Resolve the preset (by name, path or URI) and the model; check p0/bounds against it."""
+    opts = settings.storage.resolved_options()
+    preset = R.apply_overrides(R.load_request_preset(settings.preset_spec, opts), settings)
+    model = R.resolve_request_model(settings.model)
+    names = list(model.param_names)
+    R.check_parameters(settings, names)
+    return {
+        "preset": preset.to_dict(),
+        "preset_name": R.preset_name(preset, settings.preset_spec),
+        "preset_strategy": R.preset_strategy(preset),
+        "preset_validates": R.preset_wants_validation(preset),
+        "model": getattr(model, "name", settings.model),
+        "param_names": names,
+        "n_params": len(names),
+    }
+
+
+@task(name="check-storage", **_RETRYING)
+def check_storage(storage_uri: str, creds: StorageCredentials) -> dict[str, Any]:
+    """The storage location is reachable with these credentials (nothing is written)."""
+    from .storage import check_writable_location
+
+    return check_writable_location(storage_uri, creds.resolved_options())
+
+
+# -- 1. inspect ---------------------------------------------------------------------------
+@task(name="inspect-data", **_RETRYING)
+def inspect_data(data: DataSpec) -> dict[str, Any]:
+    """Shape, dtype and size of the data set, from its metadata only."""
+    from nlsq_tasks.io import inspect_data as io_inspect
+
+    info = io_inspect(data.uri, storage_options=data.resolved_options(), **R.data_keywords(data))
+    return info.to_dict()
+
+
+# -- 2. plan ------------------------------------------------------------------------------
+@task(name="plan-fit", **_COMMON)
+def plan_fit(info: dict, checked: dict, settings: FitSettings) -> dict[str, Any]:
+    """Memory budget and strategy (with its reason), honouring a fixed strategy and memory_limit_gb."""
+    from nlsq_tasks.workflow import MemoryBudget, MemoryBudgetSelector
+
+    n, k, p = int(info["n_points"]), int(info["n_features"]), int(checked["n_params"])
+    forced = settings.overrides.as_updates().get("strategy")
+    fixed = checked.get("preset_strategy")  # the preset after the request's overrides
+    selector = MemoryBudgetSelector()
+    selector.select(n_points=n, n_params=p, n_features=k, memory_limit_gb=settings.memory_limit_gb,
+                    goal=settings.goal_name)
+    decision = selector.last_decision
+    plan = {
+        "n_points": n, "n_features": k, "n_params": p,
+        "budget": decision.budget.to_dict(),
+        "config": decision.to_dict()["config"],
+        "memory_strategy": decision.strategy.value,
+        "preset_name": checked["preset_name"],
+        "goal": settings.goal_name,
+    }
+    if fixed:
+        who = "the request's overrides" if forced else f"preset '{checked['preset_name']}'"
+        plan["strategy"] = fixed
+        plan["reason"] = f"{who} fixes the strategy to {fixed} (the memory budget alone would choose " \
+                         f"{decision.strategy.value}: {decision.reason})"
+    else:
+        plan["strategy"] = decision.strategy.value
+        plan["reason"] = decision.reason
+    chunk = checked["preset"].get("chunk_size") or (plan["config"] or {}).get("chunk_size")
+    plan["chunk_size"] = int(min(max(chunk or 65536, 1000), 1_000_000))
+    plan["validate"] = bool(settings.goal_name == "quality" or checked.get("preset_validates"))
+    return plan
+
+
+# -- 3. the fits ----------------------------------------------------------------------------
+def _progress_reporter(plan: dict):
+    from .progress import ProgressReporter, terminal_echo
+
+    echo = terminal_echo() if os.environ.get("NLSQ_FLOW_ECHO_PROGRESS") == "1" else None
+    max_passes = int((plan.get("config") or {}).get("max_passes") or 50)
+    return ProgressReporter(max_passes=max_passes, echo=echo)
+
+
+def _fit_arguments(settings: FitSettings, checked: dict, plan: dict) -> dict[str, Any]:
+    from nlsq_tasks.workflow import Preset
+
+    preset = Preset.model_validate(checked["preset"])
+    kwargs = dict(
+        p0=settings.p0,
+        bounds=R.bounds_of(settings, checked["n_params"]),
+        absolute_sigma=settings.absolute_sigma,
+        workflow=preset,
+        goal=settings.goal_name,
+        memory_limit_gb=settings.memory_limit_gb,
+        strategy=plan["strategy"],
+        validate=False,  # the QUALITY pass is its own task (validate_quality)
+    )
+    kwargs.update(R.fit_keywords(settings))
+    if plan["strategy"] != "standard":
+        kwargs["chunk_size"] = plan["chunk_size"]
+    return kwargs
+
+
+def _store(result, settings: FitSettings, storage_uri: str, checked: dict, plan: dict, t0: float) -> dict[str, Any]:
+    from nlsq_tasks.io import ResultStore
+
+    result.strategy_reason = plan["reason"]
+    result.timings["task_total"] = time.perf_counter() - t0
+    paths = R.layout(storage_uri)
+    opts = settings.storage.resolved_options()
+    # The request as it ran, credentials redacted, so a result directory explains itself.
+    record = {"settings": R.redact(settings.model_dump(mode="json")), "plan": plan, "preset": checked["preset"]}
+    extra = {R.REQUEST_FILE: json.dumps(_json_safe(record), indent=2).encode()}
+    uris = dict(ResultStore(paths["results_dir"], opts).write(result, extra_files=extra))
+    uris["results_dir"] = paths["results_dir"]
+    return {"summary": result.summary(), "uris": uris}
+
+
+def _in_memory_fit(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, storage_uri: str,
+                   progress: bool) -> dict[str, Any]:
+    from nlsq_tasks.api import fit
+    from nlsq_tasks.io import load_arrays
+
+    t0 = time.perf_counter()
+    model = R.resolve_request_model(settings.model)
+    x, y, sigma = load_arrays(data.uri, storage_options=data.resolved_options(), **R.data_keywords(data))
+    kwargs = _fit_arguments(settings, checked, plan)
+    reporter = _progress_reporter(plan) if progress else None
+    if reporter is not None:
+        kwargs["progress"] = reporter
+    with worker_slot():
+        result = fit(model, x, y, sigma=sigma, **kwargs)
+    if reporter is not None:
+        reporter.finish(result.status.name)
+    return _store(result, settings, storage_uri, checked, plan, t0)
+
+
+@task(name="fit-standard", **_RETRYING)
+def fit_standard(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, storage_uri: str) -> dict:
+    """Everything in memory: load the arrays, fit, store the result."""
+    return _in_memory_fit(data, settings, checked, plan, storage_uri, progress=False)
+
+
+@task(name="fit-chunked", **_RETRYING)
+def fit_chunked(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, storage_uri: str) -> dict:
+    """Data in memory, Jacobian chunk by chunk; progress per chunk."""
+    return _in_memory_fit(data, settings, checked, plan, storage_uri, progress=True)
+
+
+class _FreshStart:
+    """A checkpoint sink that ignores earlier checkpoints (resume=False) but still saves."""
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def save(self, state, *, fingerprint):
+        self.sink.save(state, fingerprint=fingerprint)
+
+    def load_latest(self, fingerprint):
+        return None
+
+
+@task(name="fit-streaming", **_RETRYING)
+def fit_streaming(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, storage_uri: str) -> dict:
+    """Out of core: passes over a chunk source, checkpoints under <storage_uri>/checkpoints (resumable)."""
+    from nlsq_tasks.api import fit_source
+    from nlsq_tasks.io import CheckpointStore, open_source
+
+    t0 = time.perf_counter()
+    model = R.resolve_request_model(settings.model)
+    source = open_source(data.uri, storage_options=data.resolved_options(), chunk_size=plan["chunk_size"],
+                         **R.data_keywords(data))
+    store = CheckpointStore(R.layout(storage_uri)["checkpoints_dir"], settings.storage.resolved_options())
+    kwargs = _fit_arguments(settings, checked, plan)
+    reporter = _progress_reporter(plan)
+    kwargs.update(checkpoint=store if settings.resume else _FreshStart(store), progress=reporter)
+    with worker_slot():
+        result = fit_source(model, source, **kwargs)
+    reporter.finish(result.status.name)
+    return _store(result, settings, storage_uri, checked, plan, t0)
+
+
+# -- 4. validation ----------------------------------------------------------------------------
+@task(name="validate-quality", **_RETRYING)
+def validate_quality(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, storage_uri: str) -> dict:
+    """The QUALITY checks on the stored result; writes validation.json next to it."""
+    from nlsq_tasks.engine.validation import validate_fit
+    from nlsq_tasks.io import atomic_write_bytes, load_arrays, open_source, read_result
+
+    from .stored import fit_result_from_stored
+
+    paths = R.layout(storage_uri)
+    opts = settings.storage.resolved_options()
+    result = fit_result_from_stored(read_result(paths["results_dir"], opts))
+    model = R.resolve_request_model(settings.model)
+    options = _solver_options(result, checked["preset"], settings)
+    if plan["strategy"] == "streaming":
+        source = open_source(data.uri, storage_options=data.resolved_options(), chunk_size=plan["chunk_size"],
+                             **R.data_keywords(data))
+        report = validate_fit(model.fn, None, None, None, result, options, source=source)
+    else:
+        x, y, sigma = load_arrays(data.uri, storage_options=data.resolved_options(), **R.data_keywords(data))
+        report = validate_fit(model.fn, x, y, sigma, result, options)
+    payload = report.to_dict()
+    atomic_write_bytes(paths["validation"], json.dumps(_json_safe(payload), indent=2).encode(), opts)
+    return {"validation": _json_safe(payload), "uri": paths["validation"]}
+
+
+def _solver_options(result, preset: dict, settings: FitSettings):
+    """The options the fit ran with (tolerances as stored, loss and f_scale from the preset)."""
+    from nlsq_tasks.engine.options import SolverOptions
+
+    tol = result.tolerances or {}
+    return SolverOptions(
+        ftol=float(tol.get("ftol", 1e-8)), xtol=float(tol.get("xtol", 1e-8)), gtol=float(tol.get("gtol", 1e-8)),
+        max_nfev=preset.get("max_nfev"), loss=result.loss or preset.get("loss", "linear"),
+        f_scale=float(preset.get("f_scale", 1.0)), absolute_sigma=settings.absolute_sigma,
+    )
+
+
+def _json_safe(obj):
+    from nlsq_tasks.engine.result import _json_safe as safe
+
+    return safe(obj)
+
+
+# -- 5. plot and artifacts --------------------------------------------------------------------
+@task(name="plot-fit", **_RETRYING)
+def plot_fit(data: DataSpec, settings: FitSettings, summary: dict, plan: dict, storage_uri: str) -> dict:
+    """PNG of a data sample, the fit and the residuals, written to storage; skipped without matplotlib."""
+    import numpy as np
+
+    from nlsq_tasks.io import atomic_write_bytes, open_source
+
+    from .plotting import matplotlib_available, render_fit_png
+
+    if not matplotlib_available():
+        return {"skipped": "matplotlib is not installed; the plot was skipped (pip install 'nlsq-flows[plot]')"}
+    model = R.resolve_request_model(settings.model)
+    source = open_source(data.uri, storage_options=data.resolved_options(), chunk_size=plan["chunk_size"],
+                         **R.data_keywords(data))
+    sample = source.sample(min(PLOT_SAMPLE, int(source.n_points)), seed=0)
+    popt = np.asarray(summary["popt"], dtype=float)
+    y_fit = np.asarray(model.fn(np.asarray(sample.x), *popt))
+    png = render_fit_png(sample.x, sample.y, y_fit, f"{checked_title(summary, settings)}")
+    uri = R.layout(storage_uri)["plot"]
+    atomic_write_bytes(uri, png, settings.storage.resolved_options())
+    return {"uri": uri}
+
+
+def checked_title(summary: dict, settings: FitSettings) -> str:
+    st = summary.get("statistics") or {}
+    return f"{settings.model}  (n={st.get('n_points')}, redchi={st.get('redchi')})"
+
+
+@task(name="publish-artifacts", **_COMMON)
+def publish_artifacts(summary: dict, plan: dict, uris: dict, validation: Optional[dict], plot: dict,
+                      notes: list[str]) -> dict:
+    """Parameter table, markdown report and links to the stored results and the plot."""
+    from .artifacts import publish_fit_artifacts
+
+    return publish_fit_artifacts(summary, plan, uris, validation, plot, notes)
