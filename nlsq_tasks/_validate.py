@@ -299,7 +299,8 @@ def into_bounds(p: np.ndarray, lower: np.ndarray, upper: np.ndarray, rstep: floa
     lo_in = np.where(np.isfinite(lower), lower + eps, -np.inf)
     hi_in = np.where(np.isfinite(upper), upper - eps, np.inf)
     # A tiny interval (span < 2 eps) falls back to its midpoint.
-    return np.where(lo_in < hi_in, np.clip(p, lo_in, hi_in), 0.5 * (lower + upper))
+    with np.errstate(invalid="ignore"):  # the midpoint of (-inf, inf) is nan, and unused
+        return np.where(lo_in < hi_in, np.clip(p, lo_in, hi_in), 0.5 * (lower + upper))
 
 
 def check_p0(p0: Any, names: Sequence[str], lower: np.ndarray, upper: np.ndarray) -> np.ndarray:

@@ -270,29 +270,24 @@ def _read_all(source: ChunkSource, nan_policy) -> V.Data:
 
 
 # -- resolution of f, goal, workflow and method -----------------------------------------
-def _resolve_model(f):
+def _resolve_model(f, p0=None):
+    """A Model from ``f``; a variadic ``f(x, *p)`` takes its parameter count from ``p0``."""
     from .models import resolve_model
 
     try:
         return resolve_model(f)
-    except V.FitInputError:
-        raise
     except (ValueError, TypeError, KeyError, SyntaxError) as exc:
+        variadic = callable(f) and not isinstance(f, str) and "*args" in str(exc)
+        if variadic and p0 is not None:
+            return resolve_model(f, params=int(np.size(p0)))
+        if variadic:
+            raise V.FitInputError(
+                "p0",
+                None,
+                "cannot determine the number of parameters: f takes *args and no p0 was given. "
+                "Pass p0 (one value per parameter) or give f named parameters, f(x, a, b, ...).",
+            ) from exc
         raise V.FitInputError("f", f, f"f={V.short(f)} is not a usable model: {exc}") from exc
-
-
-def _param_names(model, p0) -> list[str]:
-    names = list(getattr(model, "param_names", None) or [])
-    if names:
-        return names
-    if p0 is not None:  # a variadic f(x, *params): p0 fixes the count, names are positional
-        return [f"p{i}" for i in range(np.atleast_1d(np.asarray(p0)).size)]
-    raise V.FitInputError(
-        "p0",
-        None,
-        "cannot determine the number of parameters: f takes *args and no p0 was given. "
-        "Pass p0 (one value per parameter) or give f named parameters, f(x, a, b, ...).",
-    )
 
 
 def _resolve_goal(goal):
@@ -360,8 +355,8 @@ def _plan(
     jac=None,
 ) -> _Plan:
     """Validate the non-data arguments and take every decision; nothing is traced but the probe."""
-    model = _resolve_model(f)
-    names = _param_names(model, p0)
+    model = _resolve_model(f, p0)
+    names = list(model.param_names)
     goal = _resolve_goal(goal)
     preset = _resolve_workflow(workflow)
     if goal is None and preset is not None and getattr(preset, "goal", None) is not None:
@@ -380,7 +375,8 @@ def _plan(
     # p0: explicit (must be inside the bounds), else the model's guess, else a feasible default.
     if p0 is not None:
         try:
-            p_start = V.check_p0(p0, names, lower, upper)
+            # the solvers need a strictly feasible start: a p0 on a bound moves 1e-10 inside
+            p_start = V.into_bounds(V.check_p0(p0, names, lower, upper), lower, upper)
         except V.FitInputError as exc:
             if from_model and exc.field == "p0" and "outside the bounds" in str(exc):
                 raise V.FitInputError(
@@ -390,9 +386,6 @@ def _plan(
     else:
         p_start = _guess(model, guess_xy, names, lower, upper)
     V.check_enough_points(n_points, names)
-    V.check_model_at_p0(_model_fn(model), probe, p_start, names)
-    if jac is not None:
-        V.check_jac_at_p0(_model_fn(model), jac, probe, p_start, names)
 
     options = _solver_options(kwargs, preset, goal, n_points, names, absolute_sigma)
     strategy, reason, budget, config = _route(
@@ -406,6 +399,12 @@ def _plan(
 
     if validate is None:
         validate = bool(getattr(preset, "validate", False)) or goal is OptimizationGoal.QUALITY
+    checkpoint = V.check_checkpoint(kwargs.get("checkpoint"))
+    progress = V.check_callable_or_none("progress", kwargs.get("progress"))
+    # Last, once every cheap check has passed: the model itself, on a few points.
+    V.check_model_at_p0(_model_fn(model), probe, p_start, names)
+    if jac is not None:
+        V.check_jac_at_p0(_model_fn(model), jac, probe, p_start, names)
     return _Plan(
         model=model,
         names=names,
@@ -423,8 +422,8 @@ def _plan(
         seed=seed,
         sampler=sampler,
         validate=bool(validate),
-        checkpoint=V.check_checkpoint(kwargs.get("checkpoint")),
-        progress=V.check_callable_or_none("progress", kwargs.get("progress")),
+        checkpoint=checkpoint,
+        progress=progress,
     )
 
 
@@ -604,17 +603,23 @@ def _run_arrays(plan: _Plan, data: V.Data) -> FitResult:
     """Run the planned strategy on in-memory data (multi-start and validation included)."""
     fn, x, y, sigma = _model_fn(plan.model), data.x, data.y, data.sigma
     covariance = sigma is not None and sigma.ndim == 2
-    if covariance:
-        fn, y = _whiten(fn, x, y, sigma)
-        sigma = None
     source = None
     if plan.strategy == "streaming":
         source = ArrayChunkSource(x, y, sigma, chunk_size=plan.config.chunk_size)
-    result = _solve(plan, fn, x, y, sigma, source)
-    if covariance:  # unweighted statistics in the data's own units, not the whitened ones
-        _restore_unweighted_stats(result, _model_fn(plan.model), data.x, data.y)
+    if covariance and (plan.n_starts > 1 or plan.validate):
+        # run_standard whitens a covariance itself; multi-start screening and the
+        # validation pass take per-point sigma only, so they get the whitened problem.
+        fn_w, y_w = _whiten(fn, x, y, sigma)
+    if covariance and plan.n_starts > 1:
+        result = _solve(plan, fn_w, x, y_w, None, source)
+        _restore_unweighted_stats(result, fn, x, y)
+    else:
+        result = _solve(plan, fn, x, y, sigma, source)
     if plan.validate:
-        _validation(plan, fn, x, y, sigma, source, result)
+        if covariance:
+            _validation(plan, fn_w, x, y_w, None, source, result)
+        else:
+            _validation(plan, fn, x, y, sigma, source, result)
     return result
 
 
@@ -775,7 +780,7 @@ def _weighted_residuals(f, result: FitResult, xdata, ydata, sigma, nan_policy) -
     import jax.numpy as jnp
 
     data = V.check_data(xdata, ydata, sigma, check_finite=False, nan_policy=nan_policy if nan_policy == "omit" else None)
-    fn = _model_fn(_resolve_model(f))
+    fn = _model_fn(_resolve_model(f, result.popt))
     r = np.asarray(fn(jnp.asarray(data.x), *[jnp.asarray(v) for v in result.popt])) - data.y
     if data.sigma is None:
         return r
