@@ -87,45 +87,69 @@ def pad_chunk(chunk: Chunk, m: int):
 
 
 @functools.lru_cache(maxsize=32)
-def _accumulate_fn(fn: Callable, loss: str, f_scale: float):
-    """acc + sum over the chunk of the normal equations at each of the K parameter rows."""
+def _accumulate_fn(fn: Callable, loss: str):
+    """acc + the chunk's normal equations at each of the k parameter rows (vmap over rows)."""
 
-    def one(p, x, y, s, mask):
+    def one(p, x, y, s, mask, f_scale):
         return _ne.chunk_normal_eqs(fn, loss, f_scale, p, x, y, s, mask)
 
-    def acc_step(acc, params, x, y, s, mask):
-        neq = jax.vmap(one, in_axes=(0, None, None, None, None))(params, x, y, s, mask)
-        return jax.tree_util.tree_map(jnp.add, acc, neq)
+    def acc_step(acc, params, x, y, s, mask, f_scale):
+        neq = jax.vmap(one, in_axes=(0, None, None, None, None, None))(params, x, y, s, mask, f_scale)
+        return _ne.NormalEquations(*(a + b for a, b in zip(acc, neq)))
 
     return jax.jit(acc_step)
 
 
-def _zeros_like_struct(struct):
-    return jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), struct)
+@functools.partial(jax.jit, static_argnums=(1,))
+def _schedule_and_propose(state, k, lower, upper, settings):
+    sched = _tr.radius_schedule(state, k, lower, upper, settings)
+    props = jax.vmap(_tr.tr_propose, in_axes=(0, None, None, None))(sched, lower, upper, settings)
+    return sched, props
+
+
+_tr_init = jax.jit(_tr.tr_init)
+_tr_update = jax.jit(_tr.tr_update)
+
+
+def _index(tree, i):
+    return jax.tree_util.tree_map(lambda a: a[i], tree)
+
+
+def _leaves_to_state(prefix: str, tree, out: dict):
+    for i, leaf in enumerate(jax.tree_util.tree_leaves(tree)):
+        out[f"{prefix}/{i}"] = np.asarray(leaf)
+
+
+def _state_to_tree(prefix: str, struct, st: dict):
+    treedef = jax.tree_util.tree_structure(struct)
+    return jax.tree_util.tree_unflatten(treedef, [jnp.asarray(st[f"{prefix}/{i}"]) for i in range(treedef.num_leaves)])
 
 
 # -- the run ---------------------------------------------------------------------------
 
 
 class StreamCore:
-    """What does not change during a run: model, data shape, bounds, options, K."""
+    """What does not change during a run: model, data layout, bounds, options, K."""
 
     def __init__(self, fn, source: ChunkSource, lower, upper, options, K: int):
-        self.fn, self.source, self.options, self.K = fn, source, options, K
-        self.lower = jnp.asarray(lower)
-        self.upper = jnp.asarray(upper)
+        self.fn, self.source, self.options, self.K = fn, source, options, int(K)
+        self.lower = jnp.asarray(lower, jnp.float64)
+        self.upper = jnp.asarray(upper, jnp.float64)
+        self.P = int(self.lower.shape[0])
         self.m = int(source.chunk_size)
-        self.acc_fn = _accumulate_fn(fn, options.loss, float(options.f_scale))
-        P = int(np.asarray(lower).size)
+        self.has_sigma = bool(source.has_sigma)
+        self.settings = _tr.as_settings(options, self.P)
+        self.f_scale = jnp.asarray(float(options.f_scale), jnp.float64)
+        self.acc_fn = _accumulate_fn(fn, options.loss)
         x_shape = (self.m,) if source.n_features == 1 else (source.n_features, self.m)
         sd = jax.ShapeDtypeStruct
         self.neq_struct = jax.eval_shape(
-            lambda p: _ne.chunk_normal_eqs(fn, options.loss, float(options.f_scale), p, jnp.zeros(x_shape),
-                                           jnp.zeros(self.m), jnp.ones(self.m), jnp.ones(self.m, bool)),
-            sd((P,), jnp.float64))
+            lambda p: _ne.chunk_normal_eqs(fn, options.loss, self.f_scale, p, jnp.zeros(x_shape), jnp.zeros(self.m),
+                                           jnp.ones(self.m) if self.has_sigma else None, jnp.ones(self.m, bool)),
+            sd((self.P,), jnp.float64))
         self.tr_struct = jax.eval_shape(
-            lambda p, n: _tr.tr_init(p, n, self.lower, self.upper, options), sd((P,), jnp.float64), self.neq_struct)
-        self.P = P
+            lambda p, n: _tr.tr_init(p, n, self.lower, self.upper, self.settings), sd((self.P,), jnp.float64),
+            self.neq_struct)
 
     def acc_zeros(self, k: int):
         return jax.tree_util.tree_map(lambda a: jnp.zeros((k,) + a.shape, a.dtype), self.neq_struct)
@@ -133,7 +157,8 @@ class StreamCore:
     def fresh(self, p_start, fingerprint: str, warm: dict) -> "StreamRun":
         run = StreamRun(self, fingerprint)
         run.warm = dict(warm)
-        run.begin_pass0(np.asarray(p_start, dtype=np.float64))
+        run.trials = np.asarray(p_start, dtype=np.float64)[None, :]
+        run.acc = self.acc_zeros(1)
         return run
 
     def restore(self, state: dict) -> "StreamRun":
@@ -147,7 +172,12 @@ class StreamCore:
 
 
 class StreamRun:
-    """The mutable progress of a run: TR state, the pass's trials, partial sums, cursor."""
+    """The mutable progress of a run: TR state, the pass's trials, partial sums, cursor.
+
+    Pass 0 (``tr is None``) evaluates the start point and accumulates the shifted sums
+    :math:`\\sum (y - c)` and :math:`\\sum (y - c)^2` (``c`` = mean of the first chunk) for
+    :math:`R^2` without the cancellation of :math:`\\sum y^2 - (\\sum y)^2/n`.
+    """
 
     def __init__(self, core: StreamCore, fingerprint: str):
         self.core = core
@@ -156,86 +186,79 @@ class StreamRun:
         self.cursor = 0  # next chunk of the current pass
         self.points_seen = 0
         self.tr = None  # TRState at the current point (None during pass 0)
-        self.cur_neq = None  # normal equations at the current point
+        self.sched = None  # the k scheduled states of this pass (stacked)
+        self.props = None  # the k proposals of this pass (stacked)
         self.trials = None  # (k, P) parameter rows evaluated in this pass
         self.acc = None
         self.done = False
-        self.stop_status = int(FitStatus.RUNNING)
         self.warm: dict = {}
-        self.n_trial_evals = 0  # trial points actually evaluated (K per pass)
+        self.n_trial_evals = 0  # trial points actually evaluated (k per pass)
+        self.y_shift = math.nan
+        self.sy = 0.0
+        self.syy = 0.0
 
     # -- a pass ---------------------------------------------------------------------
-    def begin_pass0(self, p_start):
-        self.trials = p_start[None, :]
-        self.acc = self.core.acc_zeros(1)
-        self.cursor = self.points_seen = 0
-
     def begin_pass(self):
-        """Propose K trial points from the current state (the radii successive rejections would give)."""
+        """Propose the K trial points the sequential method would try after 0, 1, ... rejections."""
         c = self.core
-        rows = []
-        for k in range(c.K):
-            st_k = _tr.radius_schedule(self.tr, k)
-            step = _tr.tr_propose(st_k, c.lower, c.upper, c.options)
-            rows.append(np.asarray(self.tr.x + step) if hasattr(self.tr, "x") else np.asarray(step))
-        self.trials = np.stack(rows)
+        self.sched, self.props = _schedule_and_propose(self.tr, c.K, c.lower, c.upper, c.settings)
+        self.trials = np.asarray(self.props.p_trial)
         self.acc = c.acc_zeros(c.K)
         self.cursor = self.points_seen = 0
 
     def add_chunk(self, chunk: Chunk):
-        x, y, s, mask = pad_chunk(chunk, self.core.m)
-        self.acc = self.core.acc_fn(self.acc, jnp.asarray(self.trials), x, y, s, mask)
+        c = self.core
+        x, y, s, mask = pad_chunk(chunk, c.m)
+        self.acc = c.acc_fn(self.acc, jnp.asarray(self.trials), x, y, s if c.has_sigma else None, mask, c.f_scale)
+        k = int(np.asarray(chunk.y).shape[0])
+        if self.tr is None:
+            yk = y[:k]
+            if self.cursor == 0:
+                self.y_shift = float(np.mean(yk))
+            d = yk - self.y_shift
+            self.sy += float(np.sum(d))
+            self.syy += float(d @ d)
         self.cursor += 1
-        self.points_seen += int(mask.sum())
+        self.points_seen += k
 
     @property
     def current_cost(self) -> float:
-        if self.cur_neq is not None:
-            return float(self.cur_neq.cost)
-        return math.nan
+        return float(self.tr.neq.cost) if self.tr is not None else math.nan
 
     @property
     def nit(self) -> int:
-        return int(self.tr.nit) if self.tr is not None and hasattr(self.tr, "nit") else 0
+        return int(self.tr.nit) if self.tr is not None else 0
 
-    def end_pass(self, max_evals: int):
+    def end_pass(self):
+        """Replay the sequential update on this pass's tries, in order, until one ends the iteration."""
         c = self.core
-        neqs = [jax.tree_util.tree_map(lambda a, i=i: a[i], self.acc) for i in range(self.trials.shape[0])]
-        self.n_trial_evals += len(neqs)
+        self.n_trial_evals += int(self.trials.shape[0])
         if self.tr is None:  # pass 0: the start point
-            self.cur_neq = neqs[0]
-            self.tr = _tr.tr_init(jnp.asarray(self.trials[0]), neqs[0], c.lower, c.upper, c.options)
+            self.tr = _tr_init(jnp.asarray(self.trials[0]), _index(self.acc, 0), c.lower, c.upper, c.settings)
         else:
             st = self.tr
-            for k, neq in enumerate(neqs):
-                step = _tr.tr_propose(st, c.lower, c.upper, c.options)
-                if not np.array_equal(np.asarray(st.x + step), self.trials[k]):
-                    break  # the schedule did not predict this radius: propose afresh next pass
-                x_before = np.asarray(st.x)
-                st = _tr.tr_update(st, step, neq, c.lower, c.upper, c.options)
-                if not np.array_equal(np.asarray(st.x), x_before):  # accepted
-                    self.cur_neq = neq
-                    break
-                if _finished(st):
+            nit0 = int(st.nit)
+            for i in range(c.K):  # bounded by K
+                if i > 0 and not (np.array_equal(np.asarray(st.radius), np.asarray(self.sched.radius[i]))
+                                  and np.array_equal(np.asarray(st.alpha), np.asarray(self.sched.alpha[i]))):
+                    break  # the schedule did not predict this try (non-finite trial...): propose afresh
+                st = _tr_update(st, _index(self.props, i), _index(self.acc, i), c.lower, c.upper, c.settings)
+                if int(st.nit) > nit0 or _finished(st):
                     break
             self.tr = st
         self.pass_index += 1
         if _finished(self.tr):
             self.done = True
-            self.stop_status = int(self.tr.status)
         else:
             self.begin_pass()
 
-    def stop(self, status: FitStatus):
+    def stop(self):
         self.done = True
-        self.stop_status = int(status)
 
     # -- result ---------------------------------------------------------------------
-    def finalize(self, param_names):
-        from .finalize import finalize_result
-
-        return finalize_result(self.tr, self.cur_neq, self.core.lower, self.core.upper, self.core.options,
-                               list(param_names), status=FitStatus(self.stop_status))
+    def sst(self) -> float:
+        n = max(float(self.tr.neq.count), 1.0)
+        return max(self.syy - self.sy * self.sy / n, 0.0)
 
     # -- checkpoint state -------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
@@ -246,20 +269,21 @@ class StreamRun:
             "cursor": self.cursor,
             "points_seen": self.points_seen,
             "done": int(self.done),
-            "stop_status": self.stop_status,
             "n_trial_evals": self.n_trial_evals,
             "trials": np.asarray(self.trials),
             "has_tr": int(self.tr is not None),
+            "y_shift": np.float64(self.y_shift),
+            "sy": np.float64(self.sy),
+            "syy": np.float64(self.syy),
         }
         for k, v in self.warm.items():
             st["warm/" + k] = v
-        for i, leaf in enumerate(jax.tree_util.tree_leaves(self.acc)):
-            st[f"acc/{i}"] = np.asarray(leaf)
+        _leaves_to_state("acc", self.acc, st)
         if self.tr is not None:
-            for i, leaf in enumerate(jax.tree_util.tree_leaves(self.tr)):
-                st[f"tr/{i}"] = np.asarray(leaf)
-            for i, leaf in enumerate(jax.tree_util.tree_leaves(self.cur_neq)):
-                st[f"cur/{i}"] = np.asarray(leaf)
+            _leaves_to_state("tr", self.tr, st)
+            if not self.done:
+                _leaves_to_state("sched", self.sched, st)
+                _leaves_to_state("prop", self.props, st)
         return st
 
     def load(self, st: dict[str, Any]):
@@ -268,17 +292,19 @@ class StreamRun:
         self.cursor = int(st["cursor"])
         self.points_seen = int(st["points_seen"])
         self.done = bool(int(st["done"]))
-        self.stop_status = int(st["stop_status"])
         self.n_trial_evals = int(st["n_trial_evals"])
         self.trials = np.asarray(st["trials"], dtype=np.float64)
+        self.y_shift, self.sy, self.syy = float(st["y_shift"]), float(st["sy"]), float(st["syy"])
         self.warm = {k[5:]: v for k, v in st.items() if k.startswith("warm/")}
-        acc_def = jax.tree_util.tree_structure(c.acc_zeros(self.trials.shape[0]))
-        self.acc = jax.tree_util.tree_unflatten(acc_def, [jnp.asarray(st[f"acc/{i}"]) for i in range(acc_def.num_leaves)])
+        self.acc = _state_to_tree("acc", c.acc_zeros(self.trials.shape[0]), st)
         if int(st["has_tr"]):
-            tr_def = jax.tree_util.tree_structure(c.tr_struct)
-            self.tr = jax.tree_util.tree_unflatten(tr_def, [jnp.asarray(st[f"tr/{i}"]) for i in range(tr_def.num_leaves)])
-            ne_def = jax.tree_util.tree_structure(c.neq_struct)
-            self.cur_neq = jax.tree_util.tree_unflatten(ne_def, [jnp.asarray(st[f"cur/{i}"]) for i in range(ne_def.num_leaves)])
+            self.tr = _state_to_tree("tr", c.tr_struct, st)
+            if not self.done:
+                stacked = lambda s: jax.tree_util.tree_map(  # noqa: E731
+                    lambda a: jax.ShapeDtypeStruct((c.K,) + a.shape, a.dtype), s)
+                self.sched = _state_to_tree("sched", stacked(c.tr_struct), st)
+                props_struct = jax.eval_shape(lambda s: _tr.tr_propose(s, c.lower, c.upper, c.settings), c.tr_struct)
+                self.props = _state_to_tree("prop", stacked(props_struct), st)
 
 
 def _finished(st) -> bool:

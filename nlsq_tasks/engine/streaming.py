@@ -42,20 +42,14 @@ of ``n_points``.
 
 from __future__ import annotations
 
-import math
 import time
-from typing import Any, Callable
+from typing import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from ._stream_core import (
-    StreamCore,
-    ChunkError,
-    check_chunk,
-)
+from ._stream_core import ChunkError, StreamCore, check_chunk
 from .checkpoint import CheckpointError, CheckpointSink, problem_fingerprint
+from .finalize import build_result
 from .result import FitResult
 from .sources import ChunkSource, n_chunks
 from .status import FitStatus
@@ -184,20 +178,19 @@ def run_streaming(
             what = "nothing" if run.points_seen == 0 else f"{run.points_seen} points"
             raise ChunkError(f"pass {run.pass_index}: the source yielded {what} in {run.cursor} chunks, "
                              f"but says n_points={source.n_points}.")
-        run.end_pass(max_evals)
+        run.end_pass()
         if run.pass_index >= max_passes and not run.done:
-            run.stop(FitStatus.MAX_NFEV)
+            run.stop()  # build_result reports a still-running state as MAX_NFEV
         if progress is not None:
             progress({"phase": "pass_end", "pass": run.pass_index - 1, "chunk": m - 1, "n_chunks": m,
                       "cost": run.current_cost, "nit": run.nit})
         save()
 
-    timings["streaming"] = time.perf_counter() - t0
-    result = run.finalize(param_names)
-    result.strategy = "streaming"
-    result.timings.update(timings)
-    result.checkpoints = {"passes": run.pass_index, "resumed": resumed, "n_trial_radii": K,
-                          "enabled": checkpoint is not None}
+    timings["streaming_s"] = time.perf_counter() - t0
+    result = build_result(run.tr, run.sst(), options=options, param_names=list(param_names), lower=lower,
+                          upper=upper, strategy="streaming", timings=timings)
+    result.checkpoints = {"passes": run.pass_index, "trial_points_evaluated": run.n_trial_evals,
+                          "n_trial_radii": K, "resumed": resumed, "enabled": checkpoint is not None}
     return result
 
 
