@@ -72,7 +72,7 @@ class StreamingConfig:
     warm_start: bool = True
     warm_start_points: int = 100_000
     n_trial_radii: int = 4
-    max_passes: int = 50
+    max_passes: int = 100
 
     def __post_init__(self) -> None:
         check_int("chunk_size", self.chunk_size, minimum=MIN_CHUNK_SIZE, maximum=MAX_CHUNK_SIZE)
