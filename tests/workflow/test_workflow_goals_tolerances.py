@@ -98,3 +98,10 @@ def test_bad_goal_type():
     with pytest.raises(TypeError, match="goal"):
         calculate_adaptive_tolerances(1000, goal=3)
     assert tolerance_tier(1000) == 1
+
+
+def test_numpy_integers_are_integers():
+    np = pytest.importorskip("numpy")
+    assert calculate_adaptive_tolerances(np.int64(5_000_000))["gtol"] == 1e-7
+    with pytest.raises(TypeError, match="n_points"):
+        calculate_adaptive_tolerances(np.float64(5e6))
