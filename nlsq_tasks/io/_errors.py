@@ -143,6 +143,14 @@ def storage_errors(uri: str, action: str, options: Mapping[str, Any] | None = No
         raise
     except (OSError, ConnectionError, TimeoutError) as exc:
         raise classify(exc, uri, action, options) from None
+    except TypeError as exc:
+        if "unexpected keyword argument" not in str(exc):
+            raise
+        # s3fs hands storage_options to its session only when it first connects
+        raise StorageError(
+            f"could not {action} {scrub(str(uri), options)}: storage_options rejected by the backend "
+            f"({scrub(str(exc), options)})"
+        ) from None
     except Exception as exc:  # backend-specific classes (botocore, aiohttp) not derived from OSError
         mod = type(exc).__module__.split(".")[0]
         if mod in ("botocore", "aiobotocore", "aiohttp", "s3fs", "fsspec", "gcsfs", "adlfs", "urllib3", "requests"):
