@@ -103,7 +103,9 @@ class UnsafeExpressionError(ValueError):
 
 
 def _fail(reason: str, node: ast.AST | None = None, token: str | None = None, text: str = "") -> None:
-    column = getattr(node, "col_offset", None)
+    column = node.col_offset if isinstance(node, (ast.expr, ast.keyword)) else None
+    if isinstance(node, ast.Attribute) and node.end_col_offset is not None:
+        column = node.end_col_offset - len(node.attr) - 1  # point at ".attr", not at the object
     if token is None and node is not None and text:
         token = ast.get_source_segment(text, node) or type(node).__name__
         token = token if len(token) <= 40 else token[:37] + "..."
@@ -163,9 +165,9 @@ class _Compiler:
     def fail(self, reason: str, node: ast.AST, token: str | None = None):
         _fail(reason, node, token, self.text)
 
-    def compile(self, node: ast.AST, in_where_condition: bool = False) -> Node:
+    def build(self, node: ast.AST, in_where_condition: bool = False) -> Node:
         if isinstance(node, ast.Expression):
-            return self.compile(node.body)
+            return self.build(node.body)
         if isinstance(node, ast.Constant):
             return self.constant(node)
         if isinstance(node, ast.Name):
@@ -176,10 +178,12 @@ class _Compiler:
             op = _UNARY.get(type(node.op))
             if op is None:
                 self.fail("operator not allowed:", node, {ast.Not: "not", ast.Invert: "~"}.get(type(node.op)))
-            f = self.compile(node.operand)
+            f = self.build(node.operand)
             return lambda x, p: op(f(x, p))
         if isinstance(node, ast.Call):
             return self.call(node)
+        if isinstance(node, ast.Attribute):
+            self.fail("attribute access is not allowed:", node, "." + node.attr)
         if isinstance(node, ast.Subscript):
             return self.subscript(node)
         if isinstance(node, ast.Compare) and in_where_condition:
@@ -228,14 +232,16 @@ class _Compiler:
         if op is None:
             hint = " (use ** for powers)" if isinstance(node.op, ast.BitXor) else ""
             self.fail(f"operator not allowed{hint}:", node, _op_symbol(node.op))
-        left = self.compile(node.left)
+        left = self.build(node.left)
         n = _integer_exponent(node.right) if isinstance(node.op, ast.Pow) else None
         if n is not None:
             return lambda x, p: lax.integer_pow(jnp.asarray(left(x, p), dtype=float), n)
-        right = self.compile(node.right)
+        right = self.build(node.right)
         return lambda x, p: op(left(x, p), right(x, p))
 
     def call(self, node: ast.Call) -> Node:
+        if isinstance(node.func, ast.Attribute):
+            self.fail("attribute access is not allowed:", node.func, "." + node.func.attr)
         if not isinstance(node.func, ast.Name):
             self.fail("only whitelisted functions called by bare name are allowed:", node.func)
         fname = node.func.id
@@ -249,7 +255,7 @@ class _Compiler:
             self.fail(f"{fname}() takes {arity} argument(s), got {len(node.args)}:", node)
         if fname == "where" and not isinstance(node.args[0], ast.Compare):
             self.fail("the first argument of where() must be a comparison, e.g. where(x < c, a, b):", node.args[0])
-        args = [self.compile(a, in_where_condition=(fname == "where" and k == 0)) for k, a in enumerate(node.args)]
+        args = [self.build(a, in_where_condition=(fname == "where" and k == 0)) for k, a in enumerate(node.args)]
         if arity == 1:
             (a,) = args
             return lambda x, p: fn(a(x, p))
@@ -261,7 +267,7 @@ class _Compiler:
             if type(op) not in _COMPARE:
                 self.fail("comparison not allowed:", node, _op_symbol(op))
             ops.append(_COMPARE[type(op)])
-        terms = [self.compile(node.left)] + [self.compile(c) for c in node.comparators]
+        terms = [self.build(node.left)] + [self.build(c) for c in node.comparators]
 
         def cond(x, p):
             vals = [t(x, p) for t in terms]
@@ -307,7 +313,7 @@ def _check_dunders(tree: ast.AST, text: str) -> None:
     for node in ast.walk(tree):
         name = node.id if isinstance(node, ast.Name) else node.attr if isinstance(node, ast.Attribute) else None
         if name is not None and "__" in name:
-            _fail("dunder names are not allowed:", node, name, text)
+            _fail("dunder names are not allowed:", node, name if isinstance(node, ast.Name) else "." + name, text)
 
 
 def expression_model(
@@ -337,7 +343,7 @@ def expression_model(
     _check_dunders(tree, src)
     flat = " ".join(expression.split())
     comp = _Compiler(src, indep, params)
-    root = comp.compile(tree)
+    root = comp.build(tree)
     if comp.bare_x and comp.max_index >= 0:
         raise UnsafeExpressionError(f"{indep[0]!r} is used both bare and as {indep[0]}[i]; use one or the other")
     if not comp.params:

@@ -199,7 +199,11 @@ def _guess_double_exponential(x, y):
         return best[1]
 
     coarse = np.logspace(-2, 2.5, 28) / g.span(xs)
+    full = (dx, ys, ones)
+    dx, ys = g.sorted_1d(dx, ys, g.COARSE_POINTS)  # the coarse grid looks at fewer points
+    ones = np.ones_like(dx)
     rf, rs, _ = search(coarse, coarse)
+    dx, ys, ones = full
     ratio = coarse[1] / coarse[0]
     rf, rs, (af, as_, c) = search(g.refine_log_grid(rf, ratio, 7), g.refine_log_grid(rs, ratio, 7))
     return [af * math.exp(rf * x0), rf, as_ * math.exp(rs * x0), rs, c]
@@ -269,7 +273,7 @@ def _guess_logistic(x, y):
     xs, ys = g.sorted_1d(x, y)
     T = g.span(xs)
 
-    def search(rates, mids):
+    def search(xs, ys, rates, mids):
         R, M = np.meshgrid(rates, mids, indexing="ij")
         R, M = R.ravel(), M.ravel()
         a, c, ssr = g.lstsq_offset(_sigmoid_np(R[:, None] * (xs[None, :] - M[:, None])), ys)
@@ -278,9 +282,9 @@ def _guess_logistic(x, y):
 
     rates = np.logspace(-0.5, 2.5, 31) / T
     mids = np.linspace(xs[0] - 0.25 * T, xs[-1] + 0.25 * T, 61)
-    a, r, m, c = search(rates, mids)
-    a, r, m, c = search(g.refine_log_grid(r, rates[1] / rates[0], 11), np.linspace(m - mids[1] + mids[0], m + mids[1] - mids[0], 11))
-    return [a, r, m, c]
+    dm = mids[1] - mids[0]
+    a, r, m, c = search(*g.sorted_1d(xs, ys, g.COARSE_POINTS), rates, mids)  # coarse grid on fewer points
+    return list(search(xs, ys, g.refine_log_grid(r, rates[1] / rates[0], 11), np.linspace(m - dm, m + dm, 11)))
 
 
 def _guess_michaelis_menten(x, y):
