@@ -3,7 +3,7 @@
 Importable by any test package. In a ``conftest.py``::
 
     import sys, pathlib
-    sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # the tests/ folder
+    sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))  # the tests/ folder
     from s3_server import s3_server, s3_bucket  # noqa: F401  (pytest fixtures)
 
 then use ``s3_server`` (session-scoped :class:`MotoS3`: ``.endpoint``, ``.storage_options``,

@@ -214,9 +214,20 @@ def _npz_layout(fs, path, x_key, y_key, sigma_key):
                 headers[name] = (hdr, True, start)
             else:
                 compressed = True
-                with zf.open(zi) as m:
-                    buf = m.read(_MAX_HEADER_BYTES)  # decompressing the header only costs its size
-                hdr = parse_npy_header(lambda a, b: buf[a:b])
+                with zf.open(zi) as m:  # decompress just as far as the npy header goes
+                    buf = bytearray()
+
+                    def fetch(a, b, m=m, buf=buf):
+                        for _ in range(64):
+                            if len(buf) >= b:
+                                break
+                            more = m.read(b - len(buf))
+                            if not more:
+                                break
+                            buf.extend(more)
+                        return bytes(buf[a:b])
+
+                    hdr = parse_npy_header(fetch)
                 headers[name] = (hdr, False, 0)
     (yshape, _, ydt, _), _, _ = headers[y]
     if len(yshape) != 1:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import math
 import zipfile
+import zlib
 from bisect import bisect_right
 from typing import Any, Iterator
 
@@ -87,7 +88,10 @@ class FileChunkSource:
 
     def _guarded(self, start: int) -> Iterator[Chunk]:
         with storage_errors(self.uri, "read", self._options):
-            yield from self._iter_chunks(start)
+            try:
+                yield from self._iter_chunks(start)
+            except (zipfile.BadZipFile, zlib.error, EOFError) as exc:
+                raise ValueError(f"{self.uri} is damaged: {type(exc).__name__}: {exc}") from None
 
     def _iter_chunks(self, start: int) -> Iterator[Chunk]:
         raise NotImplementedError

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # tests/, for s3_server
+sys.path.append(str(pathlib.Path(__file__).resolve().parents[1]))  # tests/, for s3_server (last: shadows nothing)
 from s3_server import s3_bucket, s3_server  # noqa: E402,F401  (fixtures)
 
 

@@ -258,3 +258,15 @@ def test_argument_errors(tmp_path):
     with pytest.raises(ValueError, match="start=5 is outside"):
         open_source(uri, chunk_size=5).chunks(5)
     assert open_source(uri, chunk_size=10**9).chunk_size == 10
+
+
+def test_damaged_compressed_npz_is_reported(tmp_path):
+    x, y, s = dataset(n=20_000)
+    np.savez_compressed(tmp_path / "d.npz", x=x, y=y)
+    blob = bytearray((tmp_path / "d.npz").read_bytes())
+    mid = len(blob) // 4  # inside the deflate stream of the first member
+    blob[mid : mid + 64] = bytes(64)
+    (tmp_path / "d.npz").write_bytes(bytes(blob))
+    src = open_source(str(tmp_path / "d.npz"), chunk_size=1000)
+    with pytest.raises(ValueError, match=r"d\.npz is damaged"):
+        list(src.chunks())
