@@ -250,7 +250,7 @@ def sum_models(models: Sequence[Model]) -> Model:
         " + ".join(p.name for p in parts),
         guess=functools.partial(_guess_sum, parts) if has_all_guesses else None,
         bounds=(np.concatenate(lowers), np.concatenate(uppers)),
-        identity="sum(" + ", ".join(p.fingerprint() for p in parts) + ")",
+        identity="sum(" + ",".join(p.fingerprint() for p in parts) + ")",
         formula=" + ".join(f"[{p.formula}]" for p in parts),
         n_features=feats.pop() if feats else None,
         spec="+".join(specs) if all(s is not None and not m._prefixed for s, m in zip(specs, leaves)) else None,
