@@ -11,8 +11,11 @@ parameter is
   scales two decades either side of the guess are tried as often as each other;
 * otherwise ``[p0 - w, p0 + w] \\cap [lower, upper]`` with :math:`w = \\max(10|p_0|, 1)`.
 
-**Standard strategy.** All starts are solved together: the jitted trust-region loop is
-``jax.vmap``-ed over the start point, so the whole batch is one compiled computation.
+**Standard strategy.** All starts are solved together: the core's jitted trust-region
+loop (``loop._solve``) is ``jax.vmap``-ed over the start point, so the whole batch is one
+compiled computation (a batched ``while_loop`` runs until the slowest start stops; the
+others are frozen meanwhile). The best start's result is built from its batched final
+state (no extra solve).
 
 **Chunked and streaming strategies.** A full-data solve per start would cost a full read
 of the data per iteration per start, so starts are *screened* on a reproducible subsample
@@ -27,10 +30,13 @@ the data) or ``"screen"`` (cost on the subsample only).
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from typing import Callable
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ._sobol import MAX_SOBOL_DIM, latin_hypercube, sobol
@@ -122,14 +128,10 @@ def run_multistart(
     names = list(param_names)
 
     if strategy == "standard":
-        outcomes = batched_solve(fn, x, y, sigma, starts, lower, upper, options)
-        records = [_record(s, o, "full") for s, o in zip(starts, outcomes)]
+        batch = batched_solve(fn, x, y, sigma, starts, lower, upper, options)
+        records = [_record(s, o, "full") for s, o in zip(starts, batch.outcomes())]
         best = int(np.argmin([r["cost"] for r in records]))
-        from .strategies import run_standard
-
-        # One more solve from the best start gives the full FitResult (covariance,
-        # statistics); it retraces exactly the batched iterates.
-        result = run_standard(fn, x, y, sigma, starts[best], lower, upper, options, names)
+        result = batch.result(best, options, names, lower, upper)
     else:
         if strategy == "chunked":
             if chunk_size is None:
@@ -140,8 +142,8 @@ def run_multistart(
                 raise ValueError("strategy='streaming' needs source (a ChunkSource).")
             ch = source.sample(min(screen_points, source.n_points), seed)
             sx, sy, ss = ch.x, ch.y, ch.sigma
-        outcomes = batched_solve(fn, sx, sy, ss, starts, lower, upper, options)
-        records = [_record(s, o, "screen") for s, o in zip(starts, outcomes)]
+        batch = batched_solve(fn, sx, sy, ss, starts, lower, upper, options)
+        records = [_record(s, o, "screen") for s, o in zip(starts, batch.outcomes())]
         order = np.argsort([r["cost"] if math.isfinite(r["cost"]) else math.inf for r in records], kind="stable")
         refined = []
         for i in order[: max(1, int(n_refine))]:
@@ -186,12 +188,65 @@ def _subsample_arrays(x, y, sigma, n, seed):
     return xs, y[idx], ss
 
 
-def batched_solve(fn, x, y, sigma, starts, lower, upper, options):
-    """Solve from every row of ``starts`` in one compiled, vmapped computation.
+@functools.lru_cache(maxsize=16)
+def _batched_loop(fn, loss: str, tile: int):
+    """The core's compiled trust-region loop, vmapped over the start point: all starts in
+    one XLA computation (finished starts are frozen by the batched while_loop)."""
+    from .loop import _solve
 
-    Returns a list of ``(popt, cost, status, nfev)``."""
-    from .loop import solve_batch
+    def solve(p0, lower, upper, x, y, sigma, n_valid, f_scale, settings):
+        return _solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, settings)
 
-    popt, cost, status, nfev = solve_batch(fn, x, y, sigma, starts, lower, upper, options)
-    popt, cost, status, nfev = (np.asarray(a) for a in (popt, cost, status, nfev))
-    return [(popt[i], float(cost[i]), int(status[i]), int(nfev[i])) for i in range(starts.shape[0])]
+    return jax.jit(jax.vmap(solve, in_axes=(0, None, None, None, None, None, None, None, None)))
+
+
+class BatchOutcome:
+    """The stacked final states of a batched solve."""
+
+    def __init__(self, out, compile_run_s: float):
+        self.out = out
+        self.seconds = compile_run_s
+        st = out.state
+        self.popt = np.asarray(st.p)
+        self.cost = np.asarray(st.neq.cost)
+        self.status = np.asarray(st.status)
+        self.nfev = np.asarray(st.nfev)
+
+    def outcomes(self):
+        return [(self.popt[i], float(self.cost[i]), int(self.status[i]), int(self.nfev[i]))
+                for i in range(self.popt.shape[0])]
+
+    def result(self, i: int, options, names, lower, upper) -> FitResult:
+        from .finalize import build_result
+
+        state = jax.tree_util.tree_map(lambda a: a[i], self.out.state)
+        return build_result(state, float(self.out.sst[i]), options=options, param_names=names, lower=lower,
+                            upper=upper, strategy="standard", timings={"batched_solve_s": self.seconds})
+
+
+def batched_solve(fn, x, y, sigma, starts, lower, upper, options) -> BatchOutcome:
+    """Solve from every row of ``starts`` in one compiled, vmapped computation (data in
+    memory, laid out as the standard strategy does: padded to a size bucket, tiled)."""
+    from .loop import bucket_size
+    from .strategies import STANDARD_TILE, _pad_last
+    from .trust_region import as_settings
+
+    t0 = time.perf_counter()
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    n = int(y.shape[0])
+    tile, pad_to = STANDARD_TILE, bucket_size(n)
+    if sigma is not None:
+        sigma = np.asarray(sigma, dtype=np.float64)
+        if sigma.ndim == 2:
+            sigma = np.linalg.cholesky(sigma)
+            tile = pad_to = n
+    if pad_to > n:
+        x, y = _pad_last(x, pad_to), _pad_last(y, pad_to)
+        sigma = None if sigma is None else _pad_last(sigma, pad_to)
+    settings = as_settings(options, starts.shape[1])
+    out = _batched_loop(fn, options.loss, int(tile))(
+        jnp.asarray(starts, jnp.float64), jnp.asarray(lower, jnp.float64), jnp.asarray(upper, jnp.float64),
+        x, y, sigma, jnp.asarray(n, jnp.int64), jnp.asarray(options.f_scale, jnp.float64), settings)
+    out = jax.block_until_ready(out)
+    return BatchOutcome(out, time.perf_counter() - t0)
