@@ -42,6 +42,7 @@ worse local minimum (multi-modal problems), which passes with a note.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -112,9 +113,10 @@ def _fmt(v: Any) -> str:
 # -- one pass of residual statistics -------------------------------------------------
 
 
-def _make_chunk_stats(fn: Callable, chunk_size: int):
+@functools.lru_cache(maxsize=16)
+def _make_chunk_stats(fn: Callable):
     """A jitted function of (params, x, y, sigma, mask) -> per-chunk sums and residuals,
-    compiled once for the padded chunk shape."""
+    compiled once per padded chunk shape (cached per model, so repeated validations reuse it)."""
 
     def stats(p, x, y, sigma, mask):
         def model(q):
@@ -133,7 +135,7 @@ def _make_chunk_stats(fn: Callable, chunk_size: int):
 def residual_pass(fn: Callable, source: ChunkSource, popt: np.ndarray) -> dict[str, Any]:
     """One pass over ``source`` at ``popt``: the sums every residual check needs."""
     m = source.chunk_size
-    stats = _make_chunk_stats(fn, m)
+    stats = _make_chunk_stats(fn)
     p = jnp.asarray(popt, dtype=jnp.float64)
     P = p.shape[0]
     JtJ = np.zeros((P, P))
