@@ -261,6 +261,20 @@ def test_default_p0_is_ones_for_a_plain_callable():
     np.testing.assert_allclose(res.popt, popt, rtol=1e-6)
 
 
+def test_builtin_model_guess_and_default_bounds():
+    x, y = decay_data()
+    res = fit("exponential", x, y, **TIGHT)  # no p0: the model's guess; no bounds: rate >= 0
+    assert res.param_names == ["amplitude", "rate", "offset"]
+    assert res.lower.tolist() == [-np.inf, 0.0, -np.inf]
+    ref = fit(decay, x, y, p0=[1.0, 1.0, 0.0], **TIGHT)
+    np.testing.assert_allclose(res.popt, ref.popt, rtol=1e-6)
+    # p0 outside the model's own bounds says where those bounds came from
+    from nlsq_tasks._validate import FitInputError
+
+    with pytest.raises(FitInputError, match="model's default bounds"):
+        fit("exponential", x, y, p0=[1.0, -1.0, 0.0])
+
+
 def test_result_unpacks_like_scipy():
     x, y = decay_data()
     popt, pcov = fit(decay, x, y, p0=[1.0, 1.0, 0.0])
