@@ -18,6 +18,7 @@ taking an item (an abandoned consumer that was never closed), and the consumer r
 from __future__ import annotations
 
 import queue
+import sys
 import threading
 from typing import Callable, Iterator, TypeVar
 
@@ -66,12 +67,26 @@ def _produce(make: Callable[[], Iterator[T]], q: queue.Queue, stop: threading.Ev
                 pass
 
 
-def read_ahead(make: Callable[[], Iterator[T]], depth: int = 2, max_idle_s: float = 3600.0, name: str = "nlsq-readahead") -> Iterator[T]:
+def read_ahead(
+    make: Callable[[], Iterator[T]],
+    depth: int = 2,
+    max_items: int = sys.maxsize,
+    max_idle_s: float = 3600.0,
+    name: str = "nlsq-readahead",
+) -> Iterator[T]:
     """Iterate ``make()`` in a background thread, ``depth`` items ahead of the consumer.
 
-    ``depth <= 0`` iterates in the calling thread (no thread, no queue)."""
+    ``max_items``: how many items the producer may yield at most (a source knows its
+    number of chunks); more is an error. ``depth <= 0`` iterates in the calling thread."""
     if depth <= 0:
-        yield from make()
+        it = make()
+        try:
+            for count, item in enumerate(it):
+                if count >= max_items:
+                    raise RuntimeError(f"the reader yielded more than the {max_items} items it announced")
+                yield item
+        finally:
+            getattr(it, "close", lambda: None)()
         return
     q: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -79,7 +94,7 @@ def read_ahead(make: Callable[[], Iterator[T]], depth: int = 2, max_idle_s: floa
     thread.start()
     max_polls = max(1, int(max_idle_s / _POLL_S))
     try:
-        while True:
+        for count in range(max_items + 1):
             for _ in range(max_polls):
                 try:
                     item = q.get(timeout=_POLL_S)
@@ -93,6 +108,8 @@ def read_ahead(make: Callable[[], Iterator[T]], depth: int = 2, max_idle_s: floa
                 return
             if isinstance(item, _Failure):
                 raise item.exc
+            if count >= max_items:
+                raise RuntimeError(f"the reader yielded more than the {max_items} items it announced")
             yield item
     finally:
         stop.set()

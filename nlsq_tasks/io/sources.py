@@ -84,7 +84,9 @@ class FileChunkSource:
         start = int(start)
         if not 0 <= start <= self.n_chunks:
             raise ValueError(f"start={start} is outside the chunk range [0, {self.n_chunks}] of {self.uri}")
-        return read_ahead(lambda: self._guarded(start), self.readahead, name=f"nlsq-readahead:{self.format}")
+        return read_ahead(
+            lambda: self._guarded(start), self.readahead, max_items=self.n_chunks - start, name=f"nlsq-readahead:{self.format}"
+        )
 
     def _guarded(self, start: int) -> Iterator[Chunk]:
         with storage_errors(self.uri, "read", self._options):

@@ -34,6 +34,7 @@ def test_missing_bucket_is_a_clear_not_found(s3_server):
         lambda: open_source("s3://no-such-bucket-nlsq/data.npz", storage_options=so),
         lambda: load_text("s3://no-such-bucket-nlsq/preset.yaml", so),
         lambda: CheckpointStore("s3://no-such-bucket-nlsq/ckpt", storage_options=so).save({"a": 1}, fingerprint="f"),
+        lambda: ResultStore("s3://no-such-bucket-nlsq/run", storage_options=so).write(_tiny_result()),
     ):
         with pytest.raises(StorageNotFoundError, match="the bucket 'no-such-bucket-nlsq' does not exist") as err:
             call()
@@ -124,3 +125,22 @@ def _tiny_result():
         lower=np.array([-np.inf]),
         upper=np.array([np.inf]),
     )
+
+
+def test_parquet_without_pyarrow_says_what_to_install(tmp_path):
+    pytest.importorskip("pyarrow")
+    import subprocess
+    import sys
+
+    from io_helpers import dataset, write
+
+    x, y, s = dataset(n=10)
+    uri, _ = write("parquet", str(tmp_path), None, x, y, s)
+    code = (
+        "import sys; sys.modules['pyarrow'] = None; sys.modules['pyarrow.parquet'] = None\n"
+        "from nlsq_tasks.io import inspect_data\n"
+        f"inspect_data({uri!r})"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "ImportError: reading parquet needs pyarrow: pip install 'nlsq-flows[parquet]'" in out.stderr

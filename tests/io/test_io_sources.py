@@ -187,6 +187,13 @@ def test_read_ahead_propagates_errors_in_order():
     assert got == [1, 2]
 
 
+@pytest.mark.parametrize("depth", [0, 2])
+def test_read_ahead_enforces_the_announced_count(depth):
+    with pytest.raises(RuntimeError, match="more than the 3 items it announced"):
+        list(read_ahead(lambda: iter(range(10)), depth=depth, max_items=3))
+    assert list(read_ahead(lambda: iter(range(3)), depth=depth, max_items=3)) == [0, 1, 2]
+
+
 def test_read_ahead_stops_thread_when_abandoned():
     closed = threading.Event()
 
