@@ -49,6 +49,9 @@ class CheckpointSink(Protocol):
         """
         ...
 
+    # Optional: ``child(name) -> CheckpointSink``, a separate location for a sub-problem
+    # (multi-start streaming refinements use it; without it they run un-checkpointed).
+
 
 class MemoryCheckpointSink:
     """Keeps states in memory (copies), newest last."""
@@ -72,6 +75,11 @@ class MemoryCheckpointSink:
         import copy
 
         return copy.deepcopy(state)
+
+    def child(self, name: str) -> "MemoryCheckpointSink":
+        """A separate sink for a sub-problem (e.g. one multi-start refinement), kept by name."""
+        children = self.__dict__.setdefault("children", {})
+        return children.setdefault(name, MemoryCheckpointSink(self.keep_last))
 
 
 def problem_fingerprint(*parts: Any) -> str:

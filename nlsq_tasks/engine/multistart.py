@@ -26,6 +26,10 @@ chunked or streaming solver. The best refined fit is returned.
 Every start's outcome is recorded in ``FitResult.starts`` as a dict
 ``{start, popt, cost, status, nfev, stage}`` where ``stage`` is ``"full"`` (cost on all
 the data) or ``"screen"`` (cost on the subsample only).
+
+Checkpoints (streaming): each refinement is its own problem (its own start), so it gets its
+own location ``checkpoint.child("refine-<rank>")``; screening is cheap and deterministic and
+is simply redone on a restart, after which every refinement resumes from its own location.
 """
 
 from __future__ import annotations
@@ -146,7 +150,13 @@ def run_multistart(
         records = [_record(s, o, "screen") for s, o in zip(starts, batch.outcomes())]
         order = np.argsort([r["cost"] if math.isfinite(r["cost"]) else math.inf for r in records], kind="stable")
         refined = []
-        for i in order[: max(1, int(n_refine))]:
+        warn = None
+        if strategy == "streaming" and checkpoint is not None and not callable(getattr(checkpoint, "child", None)):
+            # Refinements start from different points, i.e. are different problems: one
+            # location cannot hold all of them (the newest would refuse the others).
+            warn = ("multi-start streaming refinements ran without checkpoints: the checkpoint sink has no "
+                    "child(name) to give each refinement its own location")
+        for rank, i in enumerate(order[: max(1, int(n_refine))]):
             start = np.asarray(records[i]["popt"]) if np.all(np.isfinite(records[i]["popt"])) else starts[i]
             if strategy == "chunked":
                 from .strategies import run_chunked
@@ -155,12 +165,15 @@ def run_multistart(
             else:
                 from .streaming import run_streaming
 
+                sink = None if checkpoint is None or warn else checkpoint.child(f"refine-{rank}")
                 res = run_streaming(fn, source, start, lower, upper, options, names, config=config,
-                                    checkpoint=checkpoint, progress=progress)
+                                    checkpoint=sink, progress=progress)
             records[i] = {**_record(starts[i], (res.popt, res.cost, res.status, res.nfev), "full"),
                           "screen_cost": records[i]["cost"]}
             refined.append((res.cost if math.isfinite(res.cost) else math.inf, int(i), res))
         _, best, result = min(refined, key=lambda t: (t[0], t[1]))
+        if warn:
+            result.extra_warnings.append(warn)
 
     result.starts = records
     result.timings["multistart"] = time.perf_counter() - t0

@@ -102,9 +102,16 @@ def test_multistart_finds_the_global_minimum_a_single_start_misses(sine):
 
 def test_streaming_multistart_screens_on_a_sample_and_refines_on_all_data(sine):
     t, y, p0, lower, upper = sine
+    from nlsq_tasks.engine.checkpoint import MemoryCheckpointSink
+
     src = ArrayChunkSource(t, y, chunk_size=500)
+    sink = MemoryCheckpointSink()
     res = run_multistart(damped_sine, None, None, None, p0, lower, upper, SolverOptions(), ["a", "tau", "w"],
-                         n_starts=16, seed=0, strategy="streaming", source=src, n_refine=2, screen_points=400)
+                         n_starts=16, seed=0, strategy="streaming", source=src, n_refine=2, screen_points=400,
+                         checkpoint=sink)
+    # each refinement is its own problem and checkpoints to its own location
+    assert sorted(sink.children) == ["refine-0", "refine-1"] and all(c.saved for c in sink.children.values())
+    assert not sink.saved and not res.extra_warnings
     assert res.strategy == "streaming" and res.success
     np.testing.assert_allclose(res.popt, [2.0, 10.0, 3.0], rtol=0.05)
     stages = [s["stage"] for s in res.starts]
