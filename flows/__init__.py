@@ -11,6 +11,11 @@ Modules: ``request`` (typed requests, the UI form), ``tasks`` (thin task wrapper
 from .registry import register_model, registered_models, unregister_model
 from .request import BatchFitRequest, DataSpec, FitRequest
 
+# Imported eagerly: the modules share the flows' names, and a lazily imported submodule
+# would shadow the function of the same name on the package.
+from .fit_flow import fit_flow  # noqa: E402
+from .batch_flow import batch_fit_flow  # noqa: E402
+
 __all__ = [
     "BatchFitRequest",
     "DataSpec",
@@ -21,17 +26,3 @@ __all__ = [
     "registered_models",
     "unregister_model",
 ]
-
-
-def __getattr__(name):
-    # Flows import Prefect's engine and the library; load them on first use so that
-    # `import flows.request` (UI forms, CLI argument checks) stays light.
-    if name == "fit_flow":
-        from .fit_flow import fit_flow
-
-        return fit_flow
-    if name == "batch_fit_flow":
-        from .batch_flow import batch_fit_flow
-
-        return batch_fit_flow
-    raise AttributeError(name)

@@ -135,8 +135,8 @@ def plan_fit(info: dict, checked: dict, settings: FitSettings) -> dict[str, Any]
     if fixed:
         who = "the request's overrides" if forced else f"preset '{checked['preset_name']}'"
         plan["strategy"] = fixed
-        plan["reason"] = f"{who} fixes the strategy to {fixed} (the memory budget alone would choose " \
-                         f"{decision.strategy.value}: {decision.reason})"
+        plan["reason"] = (f"strategy {fixed} fixed by {who} (the memory budget alone would choose "
+                          f"{decision.strategy.value}: {decision.reason})")
     else:
         plan["strategy"] = decision.strategy.value
         plan["reason"] = decision.reason
@@ -324,7 +324,11 @@ def plot_fit(data: DataSpec, settings: FitSettings, summary: dict, plan: dict, s
 
 def checked_title(summary: dict, settings: FitSettings) -> str:
     st = summary.get("statistics") or {}
-    return f"{settings.model}  (n={st.get('n_points')}, redchi={st.get('redchi')})"
+    try:
+        redchi = f"{float(st.get('redchi')):.4g}"
+    except (TypeError, ValueError):
+        redchi = str(st.get("redchi"))
+    return f"{settings.model}  (n={st.get('n_points')}, reduced chi2={redchi})"
 
 
 @task(name="publish-artifacts", **_COMMON)

@@ -1,0 +1,175 @@
+"""fit_flow against a real temporary Prefect server: the three branches, stored results,
+artifacts read back through the client, the QUALITY task, and bad requests."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flow_helpers import TRUE, failure_message, flow_run_artifacts, write_npz
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _request(data: Path, storage: Path, **extra):
+    from flows import FitRequest
+
+    payload = {"data": {"uri": str(data), "sigma": "sigma"}, "model": "a*exp(-b*x) + c", "p0": [1.0, 1.0, 0.0],
+               "absolute_sigma": True, "storage_uri": str(storage), "plot": False}
+    payload.update(extra)
+    return FitRequest.model_validate(payload)
+
+
+def _run(request):
+    from flows import fit_flow
+
+    state = fit_flow(request, return_state=True)
+    assert state.is_completed(), failure_message(state)
+    return state, state.result()
+
+
+def _assert_close_to_truth(out):
+    for name, true in zip("abc", TRUE):
+        assert abs(out["params"][name] - true) < 0.05, out["params"]
+
+
+# -- the three branches -------------------------------------------------------------------------
+def test_standard_branch_stores_results_with_manifest_and_artifacts(decay_npz, tmp_path):
+    state, out = _run(_request(decay_npz, tmp_path / "std", preset="standard", plot=True))
+    assert out["strategy"] == "standard" and "preset 'standard'" in out["reason"]
+    _assert_close_to_truth(out)
+
+    results = tmp_path / "std" / "results"
+    manifest = json.loads((results / "manifest.json").read_text())
+    assert set(manifest["files"]) >= {"summary.json", "params.npz", "report.txt", "request.json"}
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["strategy"] == "standard" and summary["success"]
+    from nlsq_tasks.io import read_result
+
+    stored = read_result(str(results))  # verifies sizes and checksums against the manifest
+    np.testing.assert_allclose(stored["params"]["popt"], [out["params"][k] for k in "abc"])
+
+    # artifacts, read back from the server
+    arts = {a.key: a for a in flow_run_artifacts(state.state_details.flow_run_id)}
+    assert {"nlsq-fit-params", "nlsq-fit-report", "nlsq-fit-results"} <= set(arts)
+    table = arts["nlsq-fit-params"].data
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert [r["parameter"] for r in rows] == ["a", "b", "c"]
+    assert all(r["relative %"] for r in rows)
+    report = arts["nlsq-fit-report"].data
+    assert "standard" in report and "chi2" in report and "## Parameters" in report
+    assert str(results) in arts["nlsq-fit-results"].data
+    # the plot: written to storage and linked (matplotlib is in the test extra)
+    pytest.importorskip("matplotlib")
+    assert (results / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "nlsq-fit-plot" in arts
+
+
+def test_chunked_branch_chosen_by_memory_limit(decay_npz, tmp_path):
+    # 4000 points x 3 params: the data fit in 10 MB, the peak (with the 64 MiB runtime
+    # allowance) does not -> chunked, with progress updates per chunk.
+    state, out = _run(_request(decay_npz, tmp_path / "chk", memory_limit_gb=0.01))
+    assert out["strategy"] == "chunked", out["reason"]
+    assert "Jacobian does not fit" in out["reason"]
+    _assert_close_to_truth(out)
+    arts = [a for a in flow_run_artifacts(state.state_details.flow_run_id) if a.type == "progress"]
+    assert arts and float(arts[0].data) == 100.0
+
+
+def test_streaming_branch_by_preset_checkpoints_and_progress(decay_npz, tmp_path):
+    state, out = _run(_request(decay_npz, tmp_path / "str", preset="streaming", overrides={"chunk_size": 1000}))
+    assert out["strategy"] == "streaming"
+    _assert_close_to_truth(out)
+    ckpts = list((tmp_path / "str" / "checkpoints").glob("*.nlsqckpt"))
+    assert ckpts, "streaming writes checkpoints under <storage_uri>/checkpoints"
+    progress = [a for a in flow_run_artifacts(state.state_details.flow_run_id) if a.type == "progress"]
+    assert len(progress) == 1 and float(progress[0].data) == 100.0
+    assert "pass" in (progress[0].description or "")
+
+
+def test_branches_agree(decay_npz, tmp_path):
+    """Same data, same minimum, whichever strategy ran (exact accumulation in chunked/streaming)."""
+    outs = [_run(_request(decay_npz, tmp_path / s, overrides={"strategy": s, "chunk_size": 1000}))[1]
+            for s in ("standard", "streaming")]
+    for k in "abc":
+        assert math.isclose(outs[0]["params"][k], outs[1]["params"][k], rel_tol=1e-6)
+
+
+# -- QUALITY ----------------------------------------------------------------------------------
+def test_quality_goal_runs_validation_task_and_writes_validation_json(decay_npz, tmp_path):
+    state, out = _run(_request(decay_npz, tmp_path / "q", goal="quality", overrides={"n_starts": 2}))
+    assert out["validation"] is not None
+    names = {c["name"] for c in out["validation"]["checks"]}
+    assert {"convergence", "gradient", "residual_runs", "perturbed_refits"} <= names
+    assert out["validation"]["passed"], out["validation"]
+    stored = json.loads((tmp_path / "q" / "results" / "validation.json").read_text())
+    assert stored["passed"] == out["validation"]["passed"]
+    report = {a.key: a for a in flow_run_artifacts(state.state_details.flow_run_id)}["nlsq-fit-report"].data
+    assert "## Validation" in report
+
+
+# -- bad requests: FAILED, a clear message, and no files ------------------------------------
+@pytest.mark.parametrize(
+    "change, field, words",
+    [
+        ({"preset": "no_such_preset"}, "preset", "unknown preset"),
+        ({"preset": "/nonexistent/dir/p.yaml"}, "preset", "does not exist"),
+        ({"model": "__import__('os').system('echo hi')"}, "model", "not a usable model"),
+        ({"p0": [1.0, 2.0]}, "p0", "3 parameters"),
+    ],
+)
+def test_bad_request_fails_before_writing(decay_npz, tmp_path, change, field, words):
+    from flows import fit_flow
+
+    storage = tmp_path / "out"
+    state = fit_flow(_request(decay_npz, storage, **change), return_state=True)
+    assert state.is_failed()
+    msg = failure_message(state)
+    assert field in msg and words in msg, msg
+    assert not storage.exists()
+
+
+def test_missing_and_unreadable_data_fail_before_writing(tmp_path):
+    from flows import fit_flow
+
+    bad = tmp_path / "garbage.npz"
+    bad.write_bytes(b"this is not a zip file at all")
+    for uri, words in ((tmp_path / "missing.npz", "not found"), (bad, "not a readable npz")):
+        storage = tmp_path / f"out-{uri.stem}"
+        state = fit_flow(_request(uri, storage), return_state=True)
+        assert state.is_failed()
+        msg = failure_message(state)
+        assert words in msg and uri.name in msg, msg
+        assert not storage.exists()
+
+
+def test_invalid_parameters_rejected_before_the_run(decay_npz, tmp_path):
+    """Prefect validates the typed request: a negative memory limit never starts a run."""
+    from flows import fit_flow
+
+    good = _request(decay_npz, tmp_path / "x").model_dump()
+    good["memory_limit_gb"] = -1
+    state = fit_flow(good, return_state=True)
+    assert state.is_failed()
+    assert "memory_limit_gb" in failure_message(state)
+    assert not (tmp_path / "x").exists()
+
+
+def test_user_preset_file_drives_the_fit(decay_npz, tmp_path):
+    preset = tmp_path / "mine.yaml"
+    preset.write_text("name: mine\nstrategy: streaming\ntolerance: 1.0e-9\nchunk_size: 2000\n")
+    _, out = _run(_request(decay_npz, tmp_path / "u", preset=str(preset)))
+    assert out["strategy"] == "streaming" and "preset 'mine'" in out["reason"]
+    summary = json.loads((tmp_path / "u" / "results" / "summary.json").read_text())
+    assert summary["tolerances"]["ftol"] == pytest.approx(1e-9)
+
+
+def test_default_storage_is_named_after_the_run(decay_npz, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    state, out = _run(_request(decay_npz, tmp_path, storage_uri=None))
+    assert Path(out["storage_uri"]).parent == tmp_path / "nlsq_results"
+    assert (Path(out["storage_uri"]) / "results" / "manifest.json").exists()
