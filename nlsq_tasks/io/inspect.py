@@ -235,24 +235,26 @@ def _npz_layout(fs, path, x_key, y_key, sigma_key):
     n = yshape[0]
     groups, col = [], 0
 
-    def add(member, shape, fortran, dt, off, stored, role_count):
+    def add(member, shape, fortran, dt, off, stored):
+        """Append the record groups of one member; ``col`` counts logical columns."""
         nonlocal col
         if len(shape) == 1 or (len(shape) == 2 and 1 in shape and max(shape) == n):
             groups.append({"member": member, "stored": stored, "base": off, "record": dt, "take": [(col, None)]})
             col += 1
             return
-        k = shape[0] if shape[1] == n else shape[1]
-        feature_major = shape[1] == n and not fortran  # (k, n) C order: each feature contiguous
-        if shape[1] == n and shape[0] == n:
-            feature_major = not fortran  # square: SciPy's (k, n) convention
-        elif shape[0] == n and fortran:
-            feature_major = True  # (n, k) Fortran: each feature contiguous
-        if feature_major:
+        # Feature r of point j sits at element r*n + j for (k, n) C order and (n, k) Fortran
+        # order (each feature contiguous), else at j*k + r (each point's k values contiguous).
+        # A square member follows SciPy's (k, n) convention.
+        points_first = shape[0] == n and shape[1] != n
+        k = shape[1] if points_first else shape[0]
+        if fortran == points_first:  # feature-contiguous
             for r in range(k):
-                groups.append({"member": member, "stored": stored, "base": off + r * n * dt.itemsize, "record": dt, "take": [(col, None)]})
+                base = off + r * n * dt.itemsize
+                groups.append({"member": member, "stored": stored, "base": base, "record": dt, "take": [(col, None)]})
                 col += 1
         else:
-            groups.append({"member": member, "stored": stored, "base": off, "record": np.dtype((dt, (k,))), "take": [(col + r, r) for r in range(k)]})
+            rec = np.dtype((dt, (k,)))
+            groups.append({"member": member, "stored": stored, "base": off, "record": rec, "take": [(col + r, r) for r in range(k)]})
             col += k
 
     n_features = 0
@@ -264,7 +266,7 @@ def _npz_layout(fs, path, x_key, y_key, sigma_key):
         if not ok:
             raise ValueError(f"npz member {role}={name!r} has shape {shape}; expected ({n},) to match y" + (" or (k, n)" if role == "x_key" else ""))
         before = col
-        add(infos[name].filename, shape, fortran, dt, hoff, stored, 1)
+        add(infos[name].filename, shape, fortran, dt, hoff, stored)
         if role == "x_key":
             n_features += col - before
     keys = {"x": xs if len(xs) > 1 else xs[0], "y": y, "sigma": sig}

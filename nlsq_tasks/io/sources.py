@@ -266,7 +266,11 @@ class CsvChunkSource(FileChunkSource):
         return [np.ascontiguousarray(arr[:, j]) for j in range(arr.shape[1])]
 
     def _iter_chunks(self, start: int) -> Iterator[Chunk]:
-        with self._fs.open(self._path, "rb") as f:
+        # Buffer about two chunks' worth of bytes per request (s3fs would otherwise use its
+        # 50 MB default blocks): sequential, and memory stays O(chunk_size).
+        chunk_bytes = (self._size - self._data_start) * self.chunk_size // max(1, self.n_points)
+        block = int(min(max(4 << 20, 2 * chunk_bytes), 64 << 20))
+        with self._fs.open(self._path, "rb", block_size=block) as f:
             for c in range(start, self.n_chunks):
                 a = self._offsets[c]
                 b = self._offsets[c + 1] if c + 1 < self.n_chunks else self._size
