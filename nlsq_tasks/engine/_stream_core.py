@@ -131,8 +131,9 @@ def _state_to_tree(prefix: str, struct, st: dict):
 class StreamCore:
     """What does not change during a run: model, data layout, bounds, options, K."""
 
-    def __init__(self, fn, source: ChunkSource, lower, upper, options, K: int):
+    def __init__(self, fn, source: ChunkSource, lower, upper, options, K: int, adaptive: bool = False):
         self.fn, self.source, self.options, self.K = fn, source, options, int(K)
+        self.adaptive = bool(adaptive)
         self.lower = jnp.asarray(lower, jnp.float64)
         self.upper = jnp.asarray(upper, jnp.float64)
         self.P = int(self.lower.shape[0])
@@ -196,14 +197,17 @@ class StreamRun:
         self.y_shift = math.nan
         self.sy = 0.0
         self.syy = 0.0
+        self.first_try_accepted = 0  # the last iteration ended on its first try
 
     # -- a pass ---------------------------------------------------------------------
     def begin_pass(self):
         """Propose the K trial points the sequential method would try after 0, 1, ... rejections."""
         c = self.core
         self.sched, self.props = _schedule_and_propose(self.tr, c.K, c.lower, c.upper, c.settings)
-        self.trials = np.asarray(self.props.p_trial)
-        self.acc = c.acc_zeros(c.K)
+        # adaptive: after a first-try acceptance, bet on another one and evaluate one try
+        k = 1 if (c.adaptive and self.first_try_accepted) else c.K
+        self.trials = np.asarray(self.props.p_trial)[:k]
+        self.acc = c.acc_zeros(k)
         self.cursor = self.points_seen = 0
 
     def add_chunk(self, chunk: Chunk):
@@ -238,12 +242,14 @@ class StreamRun:
         else:
             st = self.tr
             nit0 = int(st.nit)
-            for i in range(c.K):  # bounded by K
+            self.first_try_accepted = 0
+            for i in range(self.trials.shape[0]):  # bounded by K
                 if i > 0 and not (np.array_equal(np.asarray(st.radius), np.asarray(self.sched.radius[i]))
                                   and np.array_equal(np.asarray(st.alpha), np.asarray(self.sched.alpha[i]))):
                     break  # the schedule did not predict this try (non-finite trial...): propose afresh
                 st = _tr_update(st, _index(self.props, i), _index(self.acc, i), c.lower, c.upper, c.settings)
                 if int(st.nit) > nit0 or _finished(st):
+                    self.first_try_accepted = int(i == 0 and int(st.nit) > nit0)
                     break
             self.tr = st
         self.pass_index += 1
@@ -275,6 +281,7 @@ class StreamRun:
             "y_shift": np.float64(self.y_shift),
             "sy": np.float64(self.sy),
             "syy": np.float64(self.syy),
+            "first_try_accepted": self.first_try_accepted,
         }
         for k, v in self.warm.items():
             st["warm/" + k] = v
@@ -295,6 +302,7 @@ class StreamRun:
         self.n_trial_evals = int(st["n_trial_evals"])
         self.trials = np.asarray(st["trials"], dtype=np.float64)
         self.y_shift, self.sy, self.syy = float(st["y_shift"]), float(st["sy"]), float(st["syy"])
+        self.first_try_accepted = int(st["first_try_accepted"])
         self.warm = {k[5:]: v for k, v in st.items() if k.startswith("warm/")}
         self.acc = _state_to_tree("acc", c.acc_zeros(self.trials.shape[0]), st)
         if int(st["has_tr"]):

@@ -20,6 +20,13 @@ update rule is then applied to the candidates in order until one is accepted. Th
 reproduces the standard solver's iterates exactly while a rejected step costs no pass of
 its own; only K consecutive rejections cost a further pass.
 
+**Adaptive trials** (``config.adaptive_trials``, off by default): after an iteration that
+ended on its first try, the next pass evaluates only that first try (1 instead of K trial
+points per chunk), betting on another acceptance; a rejection then costs one extra pass,
+after which K tries are evaluated again. Same iterates either way; it trades passes for
+compute per pass: worth it when the pass is compute-bound (data in the page cache, fast
+disk), not when every read is expensive (object stores).
+
 **Warm start** (``config.warm_start``): fit a reproducible subsample
 (``source.sample(warm_start_points, seed)``) in memory with the standard solver and start
 the passes from its solution. Trade-off: on a large data set this usually saves most of
@@ -64,7 +71,7 @@ def _cfg(config, name, default):
 
 
 def streaming_fingerprint(fn, source: ChunkSource, p0, lower, upper, options, n_trial_radii: int,
-                          model_fingerprint: str | None = None) -> str:
+                          model_fingerprint: str | None = None, adaptive: bool = False) -> str:
     """Identity of a streaming problem: what must match for a checkpoint to be resumable.
 
     Chunk size and the number of trial radii are part of it because they fix the
@@ -83,6 +90,7 @@ def streaming_fingerprint(fn, source: ChunkSource, p0, lower, upper, options, n_
         np.asarray(upper, dtype=np.float64).tobytes().hex(),
         repr(options),
         int(n_trial_radii),
+        bool(adaptive),
     )
 
 
@@ -127,9 +135,11 @@ def run_streaming(
     every = int(_cfg(config, "checkpoint_every_chunks", 100))
     max_evals = options.max_evaluations(p0.size)
     max_passes = int(min(_cfg(config, "max_passes", max_evals + 1), max_evals + 1))
-    fp = streaming_fingerprint(fn, source, p0, lower, upper, options, K, fingerprint)
+    fp = streaming_fingerprint(fn, source, p0, lower, upper, options, K, fingerprint,
+                               adaptive=bool(_cfg(config, "adaptive_trials", False)))
 
-    core = StreamCore(fn, source, lower, upper, options, K)
+    adaptive = bool(_cfg(config, "adaptive_trials", False))
+    core = StreamCore(fn, source, lower, upper, options, K, adaptive)
     state = None
     if checkpoint is not None and resume != "never":
         state = checkpoint.load_latest(fp)

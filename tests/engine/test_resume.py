@@ -66,6 +66,19 @@ def test_interrupted_then_resumed_equals_uninterrupted(data, reference, fail_at)
     assert chunks_read == 6 * reference.checkpoints["passes"] - (fail_at - fail_at % 2)
 
 
+def test_adaptive_trials_resume_bit_identically(data, reference):
+    x, y, sigma, p0, lower, upper = data
+    cfg = Config(adaptive_trials=True)
+    sink = MemoryCheckpointSink()
+    with pytest.raises(Interrupted):
+        run_streaming(exp_decay, FlakySource(x, y, sigma, chunk_size=CHUNK, fail_at=27), p0, lower, upper,
+                      OPTIONS, NAMES, config=cfg, checkpoint=sink)
+    res = run_streaming(exp_decay, ArrayChunkSource(x, y, sigma, chunk_size=CHUNK), p0, lower, upper,
+                        OPTIONS, NAMES, config=cfg, checkpoint=sink)
+    assert res.checkpoints["resumed"]
+    _assert_same(res, reference)
+
+
 def test_resume_modes_and_foreign_checkpoints(data, reference):
     x, y, sigma = data[:3]
     sink = MemoryCheckpointSink()

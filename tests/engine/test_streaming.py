@@ -115,3 +115,14 @@ def test_robust_loss_streaming_equals_standard(problem):
     std = run_standard(exp_decay, x, y, sigma, p0, lower, upper, opts, NAMES)
     res = run_streaming(exp_decay, ArrayChunkSource(x, y, sigma, chunk_size=1500), p0, lower, upper, opts, NAMES)
     np.testing.assert_allclose(res.popt, std.popt, rtol=1e-8)
+
+
+def test_adaptive_trials_same_iterates_fewer_trial_evaluations(problem):
+    x, y, sigma, p0, lower, upper = problem
+    src = ArrayChunkSource(x, y, sigma, chunk_size=1000)
+    full = run_streaming(exp_decay, src, p0, lower, upper, OPTIONS, NAMES, config=Config())
+    lean = run_streaming(exp_decay, src, p0, lower, upper, OPTIONS, NAMES, config=Config(adaptive_trials=True))
+    np.testing.assert_array_equal(lean.popt, full.popt)
+    assert lean.nfev == full.nfev and lean.nit == full.nit
+    assert lean.checkpoints["trial_points_evaluated"] < full.checkpoints["trial_points_evaluated"]
+    assert lean.checkpoints["passes"] >= full.checkpoints["passes"]
