@@ -96,8 +96,9 @@ def peak_features(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, fl
     """Signed height above the baseline, position, full width at half height, baseline.
 
     The baseline is a low percentile of the smoothed data (high for a dip); the half-height
-    crossings are searched outwards from the extremum and linearly interpolated. When a side
-    has no crossing (peak at the edge) the other side's half width is mirrored.
+    crossings are searched outwards from the extremum and linearly interpolated; the width is
+    twice the narrower half width. When a side has no crossing (peak at the edge) the other
+    side's half width is mirrored.
     """
     xs, ys = sorted_1d(x, y)
     n = xs.size
@@ -130,7 +131,8 @@ def peak_features(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float, fl
     elif right is None:
         fwhm = 2 * (center - left)
     else:
-        fwhm = right - left
+        # The narrower side: a blended neighbour widens one side only (NIST Gauss3).
+        fwhm = 2 * min(right - center, center - left)
     min_width = 2 * float(np.min(np.diff(xs)[np.diff(xs) > 0], initial=span(xs) / max(n, 1)))
     return sign * height, center, max(float(fwhm), min_width), base
 

@@ -89,7 +89,7 @@ def test_bounds_shapes_dtype_and_gradient(spec, truth, x, close):
     def cost(p):
         return jnp.sum((model.fn(x_edge, *p) - y) ** 2)
 
-    grad = jax.grad(cost)(jnp.asarray(truth, dtype=float))
+    grad = jax.jit(jax.grad(cost))(jnp.asarray(truth, dtype=float))
     assert np.all(np.isfinite(np.asarray(grad))), grad
     assert np.all(np.isfinite(np.asarray(model(x_edge, *truth))))
 
