@@ -130,7 +130,7 @@ def child_read(path: str) -> dict:
     return {"read_s": time.perf_counter() - t, "bytes": total, "rss_mb": _rss_mb()}
 
 
-def child_stream(path: str, chunk_size: int, max_passes: int, warm_start: bool) -> dict:
+def child_stream(path: str, chunk_size: int, max_passes: int, warm_start: bool, adaptive: bool) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
@@ -148,6 +148,7 @@ def child_stream(path: str, chunk_size: int, max_passes: int, warm_start: bool) 
         warm_start_points = 100_000
 
     Cfg.warm_start = warm_start
+    Cfg.adaptive_trials = adaptive
     Cfg.max_passes = max_passes
     base = _rss_mb()
     src = open_source(path, chunk_size=chunk_size)
@@ -166,7 +167,8 @@ def child_stream(path: str, chunk_size: int, max_passes: int, warm_start: bool) 
     steady = durations[2:] if durations.size > 2 else durations
     return {"total_s": total, "passes": res.checkpoints["passes"], "pass_s": [float(d) for d in durations],
             "steady_pass_s": float(np.median(steady)), "popt": res.popt.tolist(), "status": res.status.name,
-            "rss_mb": _rss_mb(), "base_mb": base, "chunk_size": chunk_size, "nfev": res.nfev}
+            "rss_mb": _rss_mb(), "base_mb": base, "chunk_size": chunk_size, "nfev": res.nfev,
+            "trials": res.checkpoints["trial_points_evaluated"]}
 
 
 # -- driver ---------------------------------------------------------------------------------------
@@ -198,25 +200,31 @@ def bench_chunked(n: int, limit_gb: float, with_scipy: bool) -> None:
 
 
 def bench_streaming(n: int, chunk_size: int, tmp: str | None, max_passes: int, warm_start: bool) -> None:
+    """Streams the same file twice: K=4 tries in every pass, then adaptive trials."""
     print(f"\n== streaming: n = {n:.3g} points from an (n, 2) float64 .npy, chunk {chunk_size} ==")
     with tempfile.TemporaryDirectory(dir=tmp) as d:
         path = str(Path(d) / "data.npy")
         w = run_child("write", path, str(n))
         read1 = run_child("read", path)
-        s = run_child("stream", path, str(chunk_size), str(max_passes), str(int(warm_start)))
+        runs = [run_child("stream", path, str(chunk_size), str(max_passes), str(int(warm_start)), str(ad))
+                for ad in (0, 1)]
         read2 = run_child("read", path)
     read_s = min(read1["read_s"], read2["read_s"])
     gb = w["bytes"] / 1e9
     print(f"file: {gb:.2f} GB (written in {w['write_s']:.1f} s); plain sequential read: {read_s:.2f} s "
           f"({gb / read_s:.2f} GB/s; {read1['read_s']:.2f} s before, {read2['read_s']:.2f} s after the fit)")
-    print(f"fit: {s['status']} in {s['passes']} passes, {s['total_s']:.1f} s total (nfev {s['nfev']}); "
-          f"popt {[round(v, 6) for v in s['popt']]}")
-    print(f"{'metric':<34}{'value':>12}{'target':>12}")
-    print(f"{'peak RSS (MB)':<34}{s['rss_mb']:>12.0f}{'<= 600':>12}")
-    print(f"{'  of which after imports (MB)':<34}{s['base_mb']:>12.0f}")
-    print(f"{'time per pass, steady (s)':<34}{s['steady_pass_s']:>12.2f}")
-    print(f"{'time per pass / plain read':<34}{s['steady_pass_s'] / read_s:>12.2f}{'<= 2':>12}")
-    print("  pass times (s): " + ", ".join(f"{v:.2f}" for v in s["pass_s"]))
+    print(f"{'metric':<34}{'K=4 every pass':>16}{'adaptive':>12}{'target':>10}")
+    row = lambda name, vals, tgt="": print(f"{name:<34}{vals[0]:>16}{vals[1]:>12}{tgt:>10}")  # noqa: E731
+    row("status / passes / nfev", [f"{s['status']}/{s['passes']}/{s['nfev']}" for s in runs])
+    row("trial points evaluated", [str(s["trials"]) for s in runs])
+    row("total fit time (s)", [f"{s['total_s']:.1f}" for s in runs])
+    row("peak RSS (MB)", [f"{s['rss_mb']:.0f}" for s in runs], "<= 600")
+    row("  RSS after imports (MB)", [f"{s['base_mb']:.0f}" for s in runs])
+    row("time per pass, steady (s)", [f"{s['steady_pass_s']:.2f}" for s in runs])
+    row("time per pass / plain read", [f"{s['steady_pass_s'] / read_s:.2f}" for s in runs], "<= 2")
+    for s, name in zip(runs, ("K=4", "adaptive")):
+        print(f"  {name} pass times (s): " + ", ".join(f"{v:.2f}" for v in s["pass_s"]))
+    print(f"  popt {[round(v, 6) for v in runs[0]['popt']]} (true {list(TRUE)})")
 
 
 def main(argv=None) -> None:
@@ -241,7 +249,7 @@ def main(argv=None) -> None:
         elif kind == "read":
             out = child_read(rest[0])
         else:
-            out = child_stream(rest[0], int(rest[1]), int(rest[2]), bool(int(rest[3])))
+            out = child_stream(rest[0], int(rest[1]), int(rest[2]), bool(int(rest[3])), bool(int(rest[4])))
         print(json.dumps(out))
         return
     print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} (other work on the machine "

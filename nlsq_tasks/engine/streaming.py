@@ -43,6 +43,12 @@ partial sums and chunk cursor, counters, warm-start seed, fingerprint), saved ev
 restored exactly and chunks come in the same order, a resumed fit ends bit-identical to
 an uninterrupted one.
 
+**Checkpointing an in-memory chunked fit**: the chunked strategy is one compiled
+``while_loop`` with no host round-trip per iteration, so it is not checkpointed itself
+(a per-iteration callback would cost it its speed). To make a long in-memory fit
+resumable, run it as streaming over ``ArrayChunkSource(x, y, sigma, chunk_size)`` with a
+sink: same iterates as the standard solver, one Python-driven pass per iteration.
+
 Memory: one padded chunk plus K Jacobian blocks of ``chunk_size x n_params``; independent
 of ``n_points``.
 """

@@ -341,6 +341,9 @@ def _perturbation_check(refit, result: FitResult, n_perturb: int, seed: int) -> 
 
 def _runner_up_start(result: FitResult):
     starts = [s for s in result.starts if np.isfinite(s.get("cost", math.inf))]
+    full = [s for s in starts if s.get("stage", "full") == "full"]
+    if len(full) >= 2:  # costs on all the data; screened-only costs are on a subsample
+        starts = full
     if len(starts) < 2:
         return None
     starts = sorted(starts, key=lambda s: s["cost"])

@@ -97,3 +97,20 @@ def test_out_of_core_residual_pass_equals_in_memory(data):
     rep = validate_fit(exp_decay, None, None, None, res, ABS, source=ArrayChunkSource(x, y, sigma, chunk_size=1000),
                        n_perturb=1)
     assert rep.passed, str(rep)
+
+
+def test_runner_up_is_the_second_best_start_on_all_the_data(data):
+    from nlsq_tasks.engine.validation import _runner_up_start
+
+    x, y, sigma, p0, lower, upper = data
+    res = run_standard(exp_decay, x, y, sigma, p0, lower, upper, ABS, NAMES)
+    assert _runner_up_start(res) is None  # a single-start fit has no runner-up
+    res.starts = [
+        {"start": [1.0, 1.0, 0.0], "cost": 5.0, "stage": "full"},
+        {"start": [2.0, 1.0, 0.0], "cost": 0.1, "stage": "screen"},  # subsample cost: not comparable
+        {"start": [3.0, 1.0, 0.0], "cost": 9.0, "stage": "full"},
+        {"start": [4.0, 1.0, 0.0], "cost": float("inf"), "stage": "full"},
+    ]
+    np.testing.assert_array_equal(_runner_up_start(res), [3.0, 1.0, 0.0])
+    rep = validate_fit(exp_decay, x, y, sigma, res, ABS, n_perturb=0)
+    assert rep["runner_up_refit"].passed and "same minimum" in rep["runner_up_refit"].detail
