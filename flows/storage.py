@@ -34,12 +34,21 @@ def check_writable_location(uri: str, storage_options: Optional[dict] = None) ->
         if not os.access(probe, os.W_OK | os.X_OK):
             raise ValueError(f"storage_uri={uri!r}: the directory {probe!r} is not writable")
         return {"uri": uri, "protocol": proto, "exists": os.path.isdir(os.path.abspath(path))}
+    from nlsq_tasks.io import StorageNotFoundError
+
     bucket = path.split("/", 1)[0]
+    if proto in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"):
+        # info on the bucket: fails on a missing bucket and on refused credentials.
+        try:
+            with storage_errors(uri, "reach the storage location", storage_options):
+                info = fs.info(bucket)
+        except StorageNotFoundError as exc:
+            raise StorageNotFoundError(
+                f"storage_uri: the bucket '{bucket}' does not exist (or these credentials cannot see it); "
+                f"create it first, or choose another storage_uri ({exc})"
+            ) from None
+        if info.get("type") not in ("directory", None):
+            raise StorageError(f"storage_uri: {bucket!r} is not a bucket")
     with storage_errors(uri, "reach the storage location", storage_options):
-        if proto in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"):
-            # info on the bucket: fails on a missing bucket and on refused credentials.
-            info = fs.info(bucket)
-            if info.get("type") not in ("directory", None):
-                raise StorageError(f"storage_uri={uri!r}: {bucket!r} is not a bucket")
         exists = fs.exists(path)
     return {"uri": uri, "protocol": proto, "exists": bool(exists)}

@@ -1,0 +1,93 @@
+"""S3 end to end (moto server on 127.0.0.1 through s3fs): data from s3://, checkpoints and
+results to s3://; credentials never reach logs, artifacts, parameters or stored results;
+a missing bucket fails the flow before anything is written."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import fsspec
+import numpy as np
+import pytest
+
+from flow_helpers import (
+    TRUE,
+    decay_arrays,
+    failure_message,
+    flow_run_artifacts,
+    flow_run_logs,
+    read_flow_run,
+)
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def _put_npz(fs, path: str, n: int) -> None:
+    x, y, s = decay_arrays(n)
+    buf = io.BytesIO()
+    np.savez(buf, x=x, y=y, sigma=s)
+    fs.pipe_file(path, buf.getvalue())
+
+
+def test_s3_streaming_fit_and_no_credentials_anywhere(s3_bucket):
+    from prefect.logging.handlers import APILogHandler
+
+    from flows import FitRequest, fit_flow
+
+    prefix, options = s3_bucket
+    fs = fsspec.filesystem("s3", **options)
+    _put_npz(fs, f"{prefix[5:]}/in/decay.npz", 3000)
+    request = FitRequest.model_validate({
+        "data": {"uri": f"{prefix}/in/decay.npz", "sigma": "sigma", "storage_options": options},
+        "model": "a*exp(-b*x) + c", "p0": [1.0, 1.0, 0.0], "absolute_sigma": True,
+        "preset": "streaming", "overrides": {"chunk_size": 1000, "checkpoint_every": 1},
+        "storage_uri": f"{prefix}/runs/r1", "storage": {"storage_options": options}, "plot": True,
+    })
+    state = fit_flow(request, return_state=True)
+    assert state.is_completed(), failure_message(state)
+    out = state.result()
+    assert out["strategy"] == "streaming"
+    for name, true in zip("abc", TRUE):
+        assert abs(out["params"][name] - true) < 0.05
+    stored = fs.find(f"{prefix[5:]}/runs/r1")
+    assert any(p.endswith("results/manifest.json") for p in stored)
+    assert any(p.endswith(".nlsqckpt") for p in stored), stored
+
+    # -- the secret is nowhere: stored files, artifacts, logs, flow-run parameters, the return value
+    secret, key = options["secret"], options["key"]
+    blobs = {p: fs.cat_file(p) for p in stored}
+    assert blobs and not [p for p, b in blobs.items() if secret.encode() in b or key.encode() in b]
+    flow_run_id = state.state_details.flow_run_id
+    for art in flow_run_artifacts(flow_run_id):
+        text = json.dumps(art.data, default=str) + str(art.description)
+        assert secret not in text and key not in text
+    APILogHandler().flush()  # send what is queued before reading logs back
+    logs = "\n".join(flow_run_logs(flow_run_id))
+    assert logs and secret not in logs and key not in logs
+    params = json.dumps(read_flow_run(flow_run_id).parameters, default=str)
+    assert "storage_options" in params and secret not in params and key not in params
+    assert secret not in json.dumps(out, default=str)
+
+
+def test_missing_bucket_fails_before_the_fit(s3_server, decay_npz):
+    from flows import FitRequest, fit_flow
+
+    options = s3_server.storage_options
+    request = FitRequest.model_validate({
+        "data": {"uri": str(decay_npz)}, "model": "a*exp(-b*x) + c", "p0": [1.0, 1.0, 0.0],
+        "storage_uri": "s3://no-such-bucket-nlsq/run", "storage": {"storage_options": options},
+    })
+    state = fit_flow(request, return_state=True)
+    assert state.is_failed()
+    msg = failure_message(state)
+    assert "no-such-bucket-nlsq" in msg and "does not exist" in msg, msg
+    assert options["secret"] not in msg
+    # No fit task ran: the checks failed first.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    assert not [r for r in runs if r.name.startswith("fit-")]
+    assert not fsspec.filesystem("s3", **options).exists("no-such-bucket-nlsq")
