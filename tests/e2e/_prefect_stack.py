@@ -127,23 +127,41 @@ class PrefectStack:
         self.services.append(svc)
         return svc
 
-    def start_server(self) -> None:
-        server = self.start_service(
-            "server", "server", "start", "--host", "127.0.0.1", "--port", str(self.port),
-            "--no-ui", "--analytics-off", "--no-scheduler",
-        )
+    def start_server(self, attempts: int = 3) -> None:
+        """Start the server and wait for /api/health. free_port() can race with another
+        process taking the port before the server binds it: then retry on a new port."""
+        for attempt in range(1, attempts + 1):
+            server = self.start_service(
+                "server" if attempt == 1 else f"server-{attempt}",
+                "server", "start", "--host", "127.0.0.1", "--port", str(self.port),
+                "--no-ui", "--analytics-off", "--no-scheduler",
+            )
+            if self._wait_healthy(server):
+                return
+            log = _tail(server.log).lower()
+            if ("already in use" not in log and "address in use" not in log) or attempt == attempts:
+                raise RuntimeError(f"prefect server exited with {server.proc.returncode}:\n{_tail(server.log)}")
+            server.stop()
+            self._use_port(free_port())
+
+    def _wait_healthy(self, server: Service) -> bool:
         deadline = time.monotonic() + SERVER_START_TIMEOUT_S
         while time.monotonic() < deadline:
             if not server.alive():
-                raise RuntimeError(f"prefect server exited with {server.proc.returncode}:\n{_tail(server.log)}")
+                return False
             try:
                 with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as r:
                     if r.status == 200 and json.loads(r.read()) is True:
-                        return
+                        return True
             except (urllib.error.URLError, OSError, ValueError):
                 pass
             time.sleep(0.5)
         raise RuntimeError(f"prefect server not healthy after {SERVER_START_TIMEOUT_S}s:\n{_tail(server.log)}")
+
+    def _use_port(self, port: int) -> None:
+        self.port = port
+        self.api_url = f"http://127.0.0.1:{port}/api"
+        self.env.update(PREFECT_API_URL=self.api_url, PREFECT_SERVER_API_PORT=str(port))
 
     def cli(self, *args: str, cwd: Path = REPO, check: bool = True, timeout: float = CLI_TIMEOUT_S):
         """Run one `prefect ...` command to completion; its output goes to a numbered log."""
