@@ -92,7 +92,8 @@ class Model:
         self.short = short or "".join(c for c in self.name if c.isalnum())[:4].lower() or "m"
         self._rebuild = _rebuild
         self._prefixed = False
-        self._parts: tuple[Model, ...] | None = None
+        self._parts: tuple[Model, ...] | None = None  # a sum's components, prefixes applied
+        self._leaves: tuple[Model, ...] | None = None  # ... and as they were given
 
     # -- evaluation -------------------------------------------------------------------
     @property
@@ -180,13 +181,10 @@ class Model:
         """The components of a sum (prefixes applied), or ``(self,)``."""
         return self._parts if self._parts is not None else (self,)
 
-    def __reduce__(self):
-        if self._rebuild is None:
-            raise TypeError(
-                f"model {self.name!r} wraps a plain callable and cannot be pickled; "
-                "pass its name or expression (resolve_model) across processes instead."
-            )
-        return self._rebuild
+    def __reduce_ex__(self, protocol):
+        # Library, expression and sum models rebuild from their description (their functions
+        # are closures); a model around a plain callable pickles as usual (by reference).
+        return self._rebuild if self._rebuild is not None else super().__reduce_ex__(protocol)
 
     def __repr__(self) -> str:
         return f"Model({self.name!r}, params={self.param_names})"
@@ -237,13 +235,7 @@ def sum_models(models: Sequence[Model]) -> Model:
     has_all_guesses = all(p._guess is not None for p in parts)
     fallbacks = [p._fallback for p in parts]
 
-    def fn(x, *params):
-        out, i = 0.0, 0
-        for f, k in zip(fns, sizes):
-            out = out + f(x, *params[i : i + k])
-            i += k
-        return out
-
+    fn = SumFunction(fns, sizes)
     total = Model(
         fn,
         names,
@@ -265,6 +257,30 @@ def sum_models(models: Sequence[Model]) -> Model:
 
 
 BACKFIT_ROUNDS = 3
+
+
+class SumFunction:
+    """``f(x, p) = sum_j f_j(x, p_j)``. Equal (and equally hashed) when the components are, so
+    that resolving ``"gaussian+gaussian"`` twice gives a function the engine's compile cache
+    (keyed by the function) recognises: compile once."""
+
+    __name__ = __qualname__ = "sum"
+
+    def __init__(self, fns: Sequence[Callable], sizes: Sequence[int]):
+        self.fns, self.sizes = tuple(fns), tuple(sizes)
+
+    def __call__(self, x, *params):
+        out, i = 0.0, 0
+        for f, k in zip(self.fns, self.sizes):
+            out = out + f(x, *params[i : i + k])
+            i += k
+        return out
+
+    def __eq__(self, other):
+        return type(other) is SumFunction and self.fns == other.fns and self.sizes == other.sizes
+
+    def __hash__(self):
+        return hash((self.fns, self.sizes))
 
 
 def _guess_sum(parts: Sequence[Model], x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -316,6 +316,32 @@ def _check_dunders(tree: ast.AST, text: str) -> None:
             _fail("dunder names are not allowed:", node, name if isinstance(node, ast.Name) else "." + name, text)
 
 
+class ExpressionFunction:
+    """The compiled expression as ``f(x, *params)``. Equal (and equally hashed) for equal
+    digests of (syntax tree, independent names, parameter order), so the engine's compile
+    cache, keyed by the function, compiles an expression once however often it is parsed."""
+
+    __name__ = __qualname__ = "expression"
+
+    def __init__(self, root: Node, digest: str, per_feature_rows: bool, bare_x: bool):
+        self.root, self.digest = root, digest
+        self.per_feature_rows, self.bare_x = per_feature_rows, bare_x
+
+    def __call__(self, x, *p):
+        x = jnp.asarray(x)
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(float)
+        out = jnp.asarray(self.root(x, p), dtype=jnp.result_type(x.dtype, *[jnp.asarray(v).dtype for v in p]))
+        rows = self.per_feature_rows or (not self.bare_x and x.ndim == 2)
+        return jnp.broadcast_to(out, x.shape[1:] if rows else x.shape)  # "c" alone: one value per point
+
+    def __eq__(self, other):
+        return type(other) is ExpressionFunction and other.digest == self.digest
+
+    def __hash__(self):
+        return hash(self.digest)
+
+
 def expression_model(
     expression: str,
     params: Sequence[str] | None = None,
@@ -350,27 +376,13 @@ def expression_model(
         raise UnsafeExpressionError("the expression has no parameters to fit")
     n_features = len(indep) if len(indep) > 1 else (comp.max_index + 1 if comp.max_index >= 0 else 1)
     per_feature_rows = len(indep) > 1 or comp.max_index >= 0
-    n_params = len(comp.params)
-
-    def fn(x, *p):
-        x = jnp.asarray(x)
-        if not jnp.issubdtype(x.dtype, jnp.floating):
-            x = x.astype(float)
-        out = jnp.asarray(root(x, p), dtype=jnp.result_type(x.dtype, *[jnp.asarray(v).dtype for v in p]))
-        shape = x.shape[1:] if (per_feature_rows or (not comp.bare_x and x.ndim == 2)) else x.shape
-        return jnp.broadcast_to(out, shape)  # "c" alone still gives one value per point
-
-    digest = hashlib.sha256(
-        "\n".join([ast.dump(tree), ",".join(indep), ",".join(comp.params)]).encode()
-    ).hexdigest()[:32]
-    fn.__name__ = "expression"
-    fn.__qualname__ = "expression"
-    assert n_params == len(comp.params)
+    digest = hashlib.sha256("\n".join([ast.dump(tree), ",".join(indep), ",".join(comp.params)]).encode()).hexdigest()
+    fn = ExpressionFunction(root, digest[:32], per_feature_rows, comp.bare_x)
     return Model(
         fn,
         comp.params,
         name or "expression",
-        identity=f"expression:{digest}",
+        identity=f"expression:{digest[:32]}",
         formula=flat,
         n_features=n_features,
         spec=flat if (params is None and indep == ["x"]) else None,

@@ -193,8 +193,20 @@ def test_library_expression_and_sum_models_pickle():
               resolve_model("gaussian + gaussian + constant"), get_model("lorentzian").with_prefix("l_")]:
         back = pickle.loads(pickle.dumps(m))
         assert back.param_names == m.param_names and back.fingerprint() == m.fingerprint()
-    with pytest.raises(TypeError, match="cannot be pickled"):
-        pickle.dumps(model_from_callable(lambda x, a: a * x))
+    plain = pickle.loads(pickle.dumps(model_from_callable(decay)))  # a module-level function: by reference
+    assert plain.fn is decay and plain.param_names == ["amp", "rate", "base"]
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        pickle.dumps(model_from_callable(lambda x, a: a * x))  # a lambda cannot travel; send its expression
+
+
+def test_equal_specs_give_equal_functions_so_the_engine_compiles_once():
+    a, b = resolve_model("a*exp(-b*x) + c"), resolve_model(" a * exp(-b*x)+c")
+    assert a.fn == b.fn and hash(a.fn) == hash(b.fn) and a.fn is not b.fn
+    assert resolve_model("a*exp(-b*x) - c").fn != a.fn
+    s1, s2 = resolve_model("gaussian + gaussian"), resolve_model("gaussian+gaussian")
+    assert s1.fn == s2.fn and hash(s1.fn) == hash(s2.fn)
+    assert resolve_model("gaussian + lorentzian").fn != s1.fn
+    assert get_model("gaussian").fn is get_model("gaussian").fn
 
 
 def test_registry():
