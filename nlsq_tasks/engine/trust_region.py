@@ -198,14 +198,16 @@ def _scales(state: TRState, lb, ub):
 def _solve_subproblem(a_mat, g_h, delta, alpha0, n_points):
     """min g_h^T p + 0.5 p^T A p, ||p|| <= delta (SciPy's solve_lsq_trust_region on A = J^T J)."""
     n_params = g_h.shape[0]
-    # Gauss-Newton step on the Jacobi-equilibrated matrix (keeps digits when A is badly scaled).
+    # Gauss-Newton step by Cholesky of the Jacobi-equilibrated matrix B = S A S (unit
+    # diagonal, so its conditioning is the problem's own, not its units'). A failed or
+    # nearly singular factorization means "not full rank", as SciPy's SVD test would.
     dg = jnp.diag(a_mat)
     sj = jnp.where(dg > 0, 1.0 / jnp.sqrt(jnp.where(dg > 0, dg, 1.0)), 1.0)
-    lam_b, vec_b = jnp.linalg.eigh(a_mat * sj[:, None] * sj[None, :])
-    lam_max = jnp.max(lam_b)
-    full_rank = (n_points >= n_params) & (lam_b[0] > 10.0 * EPS * n_params * lam_max) & jnp.all(jnp.isfinite(lam_b))
-    safe_lam = jnp.where(lam_b > 0, lam_b, 1.0)
-    p_gn = -sj * (vec_b @ ((vec_b.T @ (sj * g_h)) / safe_lam))
+    chol = jnp.linalg.cholesky(a_mat * sj[:, None] * sj[None, :])
+    piv = jnp.diag(chol)
+    full_rank = (n_points >= n_params) & jnp.all(jnp.isfinite(chol)) & (jnp.min(piv) ** 2 > 10.0 * EPS * n_params)
+    safe_chol = jnp.where(full_rank, chol, jnp.eye(n_params, dtype=a_mat.dtype))
+    p_gn = -sj * jax.scipy.linalg.cho_solve((safe_chol, True), sj * g_h)
     gn_inside = full_rank & (jnp.linalg.norm(p_gn) <= delta)
 
     # Levenberg-Marquardt family from eigh(A): A = V diag(s^2) V^T, suf = V^T g_h.
