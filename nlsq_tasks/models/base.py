@@ -14,8 +14,9 @@ concatenated. When names collide, each colliding component is prefixed with its 
 name and a counter (``gaussian + gaussian`` -> ``g1_amplitude, ..., g2_amplitude``);
 ``model.with_prefix("left_")`` gives a component a prefix of your choosing, which is
 kept as is. The guess of a sum guesses one component at a time on what the earlier
-ones left unexplained: shape components in the order written, baselines such as
-``constant`` and ``linear`` last (write a background such as ``exponential`` first).
+ones left unexplained (shape components in the order written, baselines such as
+``constant`` and ``linear`` last; write a background such as ``exponential`` first), then
+refines by a few rounds of backfitting.
 """
 
 from __future__ import annotations
@@ -264,10 +265,9 @@ class SumFunction:
     that resolving ``"gaussian+gaussian"`` twice gives a function the engine's compile cache
     (keyed by the function) recognises: compile once."""
 
-    __name__ = __qualname__ = "sum"
-
     def __init__(self, fns: Sequence[Callable], sizes: Sequence[int]):
         self.fns, self.sizes = tuple(fns), tuple(sizes)
+        self.__name__ = "sum"  # for logs that print fn.__name__
 
     def __call__(self, x, *params):
         out, i = 0.0, 0

@@ -321,10 +321,9 @@ class ExpressionFunction:
     digests of (syntax tree, independent names, parameter order), so the engine's compile
     cache, keyed by the function, compiles an expression once however often it is parsed."""
 
-    __name__ = __qualname__ = "expression"
-
     def __init__(self, root: Node, digest: str, per_feature_rows: bool, bare_x: bool):
         self.root, self.digest = root, digest
+        self.__name__ = "expression"  # for logs that print fn.__name__
         self.per_feature_rows, self.bare_x = per_feature_rows, bare_x
 
     def __call__(self, x, *p):
