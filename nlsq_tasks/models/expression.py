@@ -321,10 +321,14 @@ class ExpressionFunction:
     digests of (syntax tree, independent names, parameter order), so the engine's compile
     cache, keyed by the function, compiles an expression once however often it is parsed."""
 
-    def __init__(self, root: Node, digest: str, per_feature_rows: bool, bare_x: bool):
+    def __init__(self, root: Node, digest: str, per_feature_rows: bool, bare_x: bool, source: tuple = ()):
         self.root, self.digest = root, digest
         self.__name__ = "expression"  # for logs that print fn.__name__
         self.per_feature_rows, self.bare_x = per_feature_rows, bare_x
+        self._source = source  # (expression, params, independent): closures do not pickle, text does
+
+    def __reduce__(self):
+        return _function_of, self._source
 
     def __call__(self, x, *p):
         x = jnp.asarray(x)
@@ -339,6 +343,10 @@ class ExpressionFunction:
 
     def __hash__(self):
         return hash(self.digest)
+
+
+def _function_of(expression, params, independent):
+    return expression_model(expression, params, independent).fn
 
 
 def expression_model(
@@ -376,7 +384,7 @@ def expression_model(
     n_features = len(indep) if len(indep) > 1 else (comp.max_index + 1 if comp.max_index >= 0 else 1)
     per_feature_rows = len(indep) > 1 or comp.max_index >= 0
     digest = hashlib.sha256("\n".join([ast.dump(tree), ",".join(indep), ",".join(comp.params)]).encode()).hexdigest()
-    fn = ExpressionFunction(root, digest[:32], per_feature_rows, comp.bare_x)
+    fn = ExpressionFunction(root, digest[:32], per_feature_rows, comp.bare_x, (expression, params, independent))
     return Model(
         fn,
         comp.params,

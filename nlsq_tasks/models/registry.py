@@ -132,7 +132,7 @@ def resolve_model(
         text = spec.strip()
         if not text:
             raise ValueError("model: the spec is an empty string; give a model name or an expression.")
-        terms = [_TERM.match(t.strip()) for t in text.split("+")]
+        terms = [_TERM.match(re.sub(r"\s*:\s*", ":", t.strip())) for t in text.split("+")]
         if all(terms):
             words = [m.group(1) for m in terms]
             has_options = any(m.group(2) is not None for m in terms)

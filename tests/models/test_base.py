@@ -193,6 +193,8 @@ def test_library_expression_and_sum_models_pickle():
               resolve_model("gaussian + gaussian + constant"), get_model("lorentzian").with_prefix("l_")]:
         back = pickle.loads(pickle.dumps(m))
         assert back.param_names == m.param_names and back.fingerprint() == m.fingerprint()
+        fn = pickle.loads(pickle.dumps(m.fn))  # the bare function too (process pools, caches)
+        assert fn == m.fn
     plain = pickle.loads(pickle.dumps(model_from_callable(decay)))  # a module-level function: by reference
     assert plain.fn is decay and plain.param_names == ["amp", "rate", "base"]
     with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):

@@ -129,6 +129,7 @@ def test_list_and_get_models():
         assert required in names
     assert get_model("polynomial", degree=3).param_names == ["c0", "c1", "c2", "c3"]
     assert resolve_model("polynomial:3").param_names == ["c0", "c1", "c2", "c3"]
+    assert resolve_model(" polynomial : 3 ").param_names == ["c0", "c1", "c2", "c3"]
     assert get_model("gaussian", offset=True).param_names[-1] == "offset"
     assert get_model("exponential_decay").name == "exponential"
 
