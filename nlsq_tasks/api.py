@@ -12,11 +12,11 @@ Every public way into the solver passes through here, in this order:
 5. **run** the strategy (with multi-start and the QUALITY validation pass when the
    goal or preset asks for them) and record every choice on the :class:`FitResult`.
 
-Weighted least squares with a covariance ``sigma`` (shape ``(n, n)``, ``C = L L^T``)
-is reduced to the 1-D case by whitening: minimising
-:math:`\\lVert L^{-1}(y - f(x; p))\\rVert^2` is fitting ``L^{-1} f`` to ``L^{-1} y``
-with unit weights. Whitening couples every point with every other, so a covariance can
-only be fitted with the standard (all in memory) strategy.
+A covariance ``sigma`` (shape ``(n, n)``, ``C = L L^T``) couples every point with every
+other, so it is fitted with the standard (all in memory) strategy only. Minimising
+:math:`\\lVert L^{-1}(y - f(x; p))\\rVert^2` is fitting ``L^{-1} f`` to ``L^{-1} y`` with unit
+weights: the standard solver does this itself; the front door does it for multi-start
+screening and the validation pass, which take per-point sigma only.
 
 ``method``: ``None``/``"auto"`` leaves the routing to the workflow; ``"trf"`` and ``"lm"``
 ask for the standard in-memory trust-region solver (SciPy's behaviour for those names),
@@ -28,28 +28,17 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
 
 import numpy as np
 
 from . import _validate as V
-from .engine.options import LOSSES, SolverOptions
+from ._plan import UNBOUNDED, Plan, make_plan, model_fn, resolve_model_spec
 from .engine.result import FitResult
 from .engine.sources import ArrayChunkSource, ChunkSource
 
 logger = logging.getLogger("nlsq_tasks")
 
 inf = math.inf
-# The default of ``bounds``: identity tells "not given" (a built-in model's own bounds
-# apply) from an explicit ``(-inf, inf)`` (truly unbounded).
-_UNBOUNDED = (-inf, inf)
-
-METHODS = (None, "auto", "trf", "lm")
-# SciPy's finite-difference names for jac: we differentiate exactly with forward-mode AD
-# instead, which is what these names ask for, only better.
-FD_JAC_NAMES = ("2-point", "3-point", "cs")
-
 FIT_KWARGS = (
     "loss",
     "f_scale",
@@ -73,35 +62,6 @@ class OptimizeWarning(UserWarning):
     """Raised as a warning when the covariance of the parameters cannot be estimated (SciPy's name)."""
 
 
-# -- the plan: every decision taken before the solver starts ----------------------------
-@dataclass
-class _Plan:
-    model: Any
-    names: list[str]
-    p0: np.ndarray
-    lower: np.ndarray
-    upper: np.ndarray
-    options: SolverOptions
-    strategy: str
-    reason: str
-    budget: dict[str, Any]
-    config: Any  # ChunkedConfig | StreamingConfig | None
-    workflow: str | None
-    goal: Any  # OptimizationGoal | None
-    n_starts: int
-    seed: int
-    sampler: str
-    validate: bool
-    checkpoint: Any
-    progress: Callable | None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def tolerances(self) -> dict[str, float]:
-        o = self.options
-        return {"ftol": o.ftol, "xtol": o.xtol, "gtol": o.gtol}
-
-
 def fit(
     f,
     xdata,
@@ -110,7 +70,7 @@ def fit(
     sigma=None,
     absolute_sigma: bool = False,
     check_finite: bool = True,
-    bounds=_UNBOUNDED,
+    bounds=UNBOUNDED,
     method: str | None = None,
     workflow: str = "auto",
     goal=None,
@@ -165,7 +125,7 @@ def _fit_arrays(
     data = V.check_data(
         xdata, ydata, sigma, check_finite=bool(check_finite), nan_policy=kwargs.pop("nan_policy", None)
     )
-    plan = _plan(
+    plan = make_plan(
         f,
         probe=_probe(data.x),
         guess_xy=(data.x, data.y),
@@ -194,7 +154,7 @@ def fit_source(
     f,
     source: ChunkSource,
     p0=None,
-    bounds=_UNBOUNDED,
+    bounds=UNBOUNDED,
     workflow: str = "auto",
     goal=None,
     memory_limit_gb: float | None = None,
@@ -224,7 +184,7 @@ def fit_source(
     # A sample stands in for the data wherever validation or the model's guess needs values.
     sample = source.sample(min(int(source.n_points), 4096), seed=0)
     sample_data = V.check_data(sample.x, sample.y, sample.sigma, check_finite=True, nan_policy=nan_policy)
-    plan = _plan(
+    plan = make_plan(
         f,
         probe=_probe(sample_data.x),
         guess_xy=(sample_data.x, sample_data.y),
@@ -269,319 +229,6 @@ def _read_all(source: ChunkSource, nan_policy) -> V.Data:
     return V.check_data(x, np.concatenate(ys), sigma, check_finite=True, nan_policy=nan_policy)
 
 
-# -- resolution of f, goal, workflow and method -----------------------------------------
-def _resolve_model(f, p0=None):
-    """A Model from ``f``; a variadic ``f(x, *p)`` takes its parameter count from ``p0``."""
-    from .models import resolve_model
-
-    try:
-        return resolve_model(f)
-    except (ValueError, TypeError, KeyError, SyntaxError) as exc:
-        variadic = callable(f) and not isinstance(f, str) and "*args" in str(exc)
-        if variadic and p0 is not None:
-            return resolve_model(f, params=int(np.size(p0)))
-        if variadic:
-            raise V.FitInputError(
-                "p0",
-                None,
-                "cannot determine the number of parameters: f takes *args and no p0 was given. "
-                "Pass p0 (one value per parameter) or give f named parameters, f(x, a, b, ...).",
-            ) from exc
-        raise V.FitInputError("f", f, f"f={V.short(f)} is not a usable model: {exc}") from exc
-
-
-def _resolve_goal(goal):
-    from .workflow import OptimizationGoal
-
-    try:
-        g = OptimizationGoal.coerce(goal)
-    except (TypeError, ValueError) as exc:
-        valid = ", ".join(m.name.lower() for m in OptimizationGoal)
-        raise V.FitInputError("goal", goal, f"goal={goal!r} is not valid; allowed: {valid} (or None).") from exc
-    return None if g is None else OptimizationGoal.normalize(g)
-
-
-def _resolve_workflow(workflow):
-    """None for "auto", else the loaded Preset (by name or YAML path)."""
-    if workflow is None or (isinstance(workflow, str) and workflow.strip().lower() == "auto"):
-        return None
-    from .workflow import list_presets, load_preset
-
-    if not isinstance(workflow, str) and not hasattr(workflow, "__fspath__"):
-        if type(workflow).__name__ == "Preset":
-            return workflow
-        raise V.FitTypeError("workflow", workflow, f"workflow must be 'auto', a preset name or a YAML path; got {V.short(workflow)}.")
-    try:
-        return load_preset(workflow)
-    except (ValueError, KeyError, FileNotFoundError, TypeError) as exc:
-        raise V.FitInputError(
-            "workflow",
-            workflow,
-            f"workflow={workflow!r} is not valid ({exc}); allowed: 'auto', {', '.join(map(repr, list_presets()))}, "
-            "or the path of a preset YAML file.",
-        ) from exc
-
-
-def _method_strategy(method, lower, upper) -> str | None:
-    """The strategy a SciPy method name asks for (None: leave it to the workflow)."""
-    method = V.one_of("method", method, METHODS, normalize=lambda m: m.lower() if isinstance(m, str) else m)
-    if method == "lm" and (np.any(np.isfinite(lower)) or np.any(np.isfinite(upper))):
-        raise V.FitInputError(
-            "method",
-            "lm",
-            "method='lm' only works for unconstrained problems (SciPy's rule); use method='trf' or 'auto' with bounds.",
-        )
-    return "standard" if method in ("trf", "lm") else None
-
-
-# -- planning ---------------------------------------------------------------------------
-def _plan(
-    f,
-    *,
-    probe: np.ndarray,
-    guess_xy: tuple[np.ndarray, np.ndarray],
-    n_points: int,
-    n_features: int,
-    p0,
-    bounds,
-    method,
-    workflow,
-    goal,
-    memory_limit_gb,
-    kwargs: dict[str, Any],
-    absolute_sigma: bool,
-    covariance: bool,
-    model_bounds: bool = True,
-    jac=None,
-) -> _Plan:
-    """Validate the non-data arguments and take every decision; nothing is traced but the probe."""
-    model = _resolve_model(f, p0)
-    names = list(model.param_names)
-    goal = _resolve_goal(goal)
-    preset = _resolve_workflow(workflow)
-    if goal is None and preset is not None and getattr(preset, "goal", None) is not None:
-        goal = _resolve_goal(preset.goal)
-
-    # Bounds: explicit, else (for fit) the model's own, e.g. a positive width.
-    from_model = False
-    if bounds is _UNBOUNDED and model_bounds and method != "lm" and callable(getattr(model, "default_bounds", None)):
-        lo, hi = model.default_bounds()
-        lower, upper = V.check_bounds((lo, hi), names)
-        from_model = bool(np.any(np.isfinite(lower)) or np.any(np.isfinite(upper)))
-    else:
-        lower, upper = V.check_bounds(bounds, names)
-    forced = _method_strategy(method, lower, upper)
-
-    # p0: explicit (must be inside the bounds), else the model's guess, else a feasible default.
-    if p0 is not None:
-        try:
-            # the solvers need a strictly feasible start: a p0 on a bound moves 1e-10 inside
-            p_start = V.into_bounds(V.check_p0(p0, names, lower, upper), lower, upper)
-        except V.FitInputError as exc:
-            if from_model and exc.field == "p0" and "outside the bounds" in str(exc):
-                raise V.FitInputError(
-                    "p0", exc.value, f"{exc} These are the model's default bounds; pass bounds= to change them."
-                ) from exc
-            raise
-    else:
-        p_start = _guess(model, guess_xy, names, lower, upper)
-    V.check_enough_points(n_points, names)
-
-    options = _solver_options(kwargs, preset, goal, n_points, names, absolute_sigma)
-    strategy, reason, budget, config = _route(
-        kwargs, preset, forced, covariance, goal, n_points, len(names), n_features, memory_limit_gb
-    )
-    n_starts, seed, sampler = _starts(kwargs, preset, goal)
-    validate = kwargs.get("validate")
-    if validate is not None and not isinstance(validate, (bool, np.bool_)):
-        raise V.FitTypeError("validate", validate, f"validate must be True or False; got {V.short(validate)}.")
-    from .workflow import OptimizationGoal
-
-    if validate is None:
-        validate = bool(getattr(preset, "validate", False)) or goal is OptimizationGoal.QUALITY
-    checkpoint = V.check_checkpoint(kwargs.get("checkpoint"))
-    progress = V.check_callable_or_none("progress", kwargs.get("progress"))
-    # Last, once every cheap check has passed: the model itself, on a few points.
-    V.check_model_at_p0(_model_fn(model), probe, p_start, names)
-    if jac is not None:
-        V.check_jac_at_p0(_model_fn(model), jac, probe, p_start, names)
-    return _Plan(
-        model=model,
-        names=names,
-        p0=p_start,
-        lower=lower,
-        upper=upper,
-        options=options,
-        strategy=strategy,
-        reason=reason,
-        budget=budget,
-        config=config,
-        workflow="auto" if preset is None else getattr(preset, "name", str(workflow)),
-        goal=goal,
-        n_starts=n_starts,
-        seed=seed,
-        sampler=sampler,
-        validate=bool(validate),
-        checkpoint=checkpoint,
-        progress=progress,
-    )
-
-
-def _guess(model, xy, names, lower, upper) -> np.ndarray:
-    guess = getattr(model, "guess", None)
-    p = None
-    if callable(guess):
-        try:
-            p = guess(*xy)
-        except Exception as exc:  # a heuristic failing is not the user's error: fall back
-            logger.warning("model %s: guess() failed (%s: %s); starting from a default p0",
-                           getattr(model, "name", "?"), type(exc).__name__, exc)
-            p = None
-    if p is not None:
-        p = np.asarray(p, dtype=np.float64).ravel()
-        if p.shape == (len(names),) and np.all(np.isfinite(p)):
-            return V.into_bounds(p, lower, upper)
-        logger.warning("model %s: guess() returned %s; starting from a default p0", getattr(model, "name", "?"), V.short(p))
-    return V.feasible_start(lower, upper)
-
-
-def _solver_options(kwargs, preset, goal, n_points, names, absolute_sigma) -> SolverOptions:
-    from .workflow import calculate_adaptive_tolerances
-
-    tols = dict(calculate_adaptive_tolerances(n_points, goal))
-    preset_tol = _preset_tolerances(preset)
-    tols.update(preset_tol)
-    tols.update({k: kwargs[k] for k in ("ftol", "xtol", "gtol") if kwargs.get(k) is not None})
-    tols = V.check_tolerances(tols)
-    loss = V.check_loss(kwargs.get("loss") or getattr(preset, "loss", None) or "linear")
-    return SolverOptions(
-        ftol=tols["ftol"],
-        xtol=tols["xtol"],
-        gtol=tols["gtol"],
-        max_nfev=V.check_positive_int("max_nfev", kwargs["max_nfev"] if kwargs.get("max_nfev") is not None else getattr(preset, "max_nfev", None)),
-        loss=loss,
-        f_scale=V.check_f_scale(kwargs["f_scale"] if kwargs.get("f_scale") is not None else getattr(preset, "f_scale", 1.0)),
-        x_scale=V.check_x_scale(kwargs.get("x_scale", "jac"), names),
-        absolute_sigma=bool(absolute_sigma),
-    )
-
-
-def _preset_tolerances(preset) -> dict[str, float]:
-    if preset is None:
-        return {}
-    out = {}
-    if preset.tolerance is not None:
-        out = {"ftol": float(preset.tolerance), "xtol": float(preset.tolerance), "gtol": float(preset.tolerance)}
-    return out
-
-
-# -- routing ----------------------------------------------------------------------------
-DEFAULT_CHUNK_SIZE = 65_536  # when the strategy is forced and the selector sized no chunk
-GOAL_STARTS = {"ROBUST": 10, "QUALITY": 20}  # multi-start counts when only the goal asks for it
-
-
-def _route(kwargs, preset, forced_by_method, covariance, goal, n_points, n_params, n_features, memory_limit_gb):
-    """(strategy, reason, budget dict, config) -- see the module docstring for the precedence."""
-    from .workflow import ChunkedConfig, MemoryBudgetSelector, StreamingConfig
-    from .workflow.configs import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
-
-    requested = kwargs.get("strategy")
-    if requested is not None:
-        requested = V.one_of("strategy", requested, V.STRATEGIES, normalize=lambda s: str(s).lower())
-    if memory_limit_gb is not None:
-        try:
-            ok = float(memory_limit_gb) > 0 and math.isfinite(float(memory_limit_gb))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok or isinstance(memory_limit_gb, bool):
-            raise V.FitInputError(
-                "memory_limit_gb", memory_limit_gb, f"memory_limit_gb={memory_limit_gb!r} is not valid; allowed: a number > 0 (GB) or None."
-            )
-    selector = MemoryBudgetSelector()
-    selector.select(n_points, n_params, n_features, memory_limit_gb=memory_limit_gb, goal=goal)
-    decision = selector.last_decision
-    auto = decision.strategy.value
-
-    preset_strategy = _preset_strategy(preset)
-    if requested is not None and forced_by_method is not None and requested != forced_by_method:
-        raise V.FitInputError(
-            "strategy", requested,
-            f"strategy={requested!r} conflicts with the method, which asks for the standard in-memory solver; "
-            "use method=None (or 'auto') with strategy=.",
-        )
-    if requested is not None:
-        strategy, reason = requested, f"strategy={requested!r} requested (the memory budget alone gives {auto}: {decision.reason})"
-    elif forced_by_method is not None:
-        strategy, reason = forced_by_method, f"method asks for the standard in-memory solver (the memory budget alone gives {auto})"
-    elif preset_strategy is not None:
-        strategy, reason = preset_strategy, f"preset {getattr(preset, 'name', '?')!r} uses the {preset_strategy} strategy"
-    else:
-        strategy, reason = auto, decision.reason
-    if covariance and strategy != "standard":
-        if requested is not None:
-            raise V.FitInputError(
-                "sigma", "(n, n)",
-                f"a covariance matrix sigma (n, n) couples all points and needs strategy='standard'; got strategy={requested!r}. "
-                "Pass per-point standard deviations sigma (n,) to chunk or stream.",
-            )
-        reason += "; but sigma is a covariance matrix (n, n), which only the standard strategy can use: standard"
-        strategy = "standard"
-    if strategy != auto and strategy == "standard" and not decision.budget.fits_in_memory:
-        logger.warning("strategy standard chosen although the memory budget says %s: %s", auto, decision.reason)
-
-    # chunk size: explicit > preset > the selector's sizing > default
-    chunk = kwargs.get("chunk_size")
-    if chunk is not None:
-        chunk = V.check_positive_int("chunk_size", chunk, minimum=MIN_CHUNK_SIZE)
-        if chunk > MAX_CHUNK_SIZE:
-            raise V.FitInputError("chunk_size", chunk, f"chunk_size={chunk} is not valid; allowed: {MIN_CHUNK_SIZE} to {MAX_CHUNK_SIZE}.")
-    else:
-        chunk = getattr(preset, "chunk_size", None) or getattr(decision.config, "chunk_size", None) or DEFAULT_CHUNK_SIZE
-    config = None
-    if strategy == "chunked":
-        config = ChunkedConfig(chunk_size=int(chunk), n_chunks=max(1, -(-n_points // int(chunk))))
-    elif strategy == "streaming":
-        base = decision.config if isinstance(decision.config, StreamingConfig) else None
-        fields = {} if base is None else dict(base.__dict__)
-        fields.update(_preset_streaming(preset))
-        fields["chunk_size"] = int(chunk)
-        config = StreamingConfig(**fields)
-    if config is not None and f"{config.chunk_size:,}" not in reason:
-        reason += f"; chunks of {config.chunk_size:,} points"
-    return strategy, reason, decision.budget.to_dict(), config
-
-
-def _preset_strategy(preset) -> str | None:
-    s = getattr(preset, "strategy", None) if preset is not None else None
-    if s is None:
-        return None
-    s = getattr(s, "value", s)
-    return None if s == "auto" else str(s)
-
-
-def _preset_streaming(preset) -> dict[str, Any]:
-    if preset is None:
-        return {}
-    ck = preset.checkpoint
-    return {"enable_checkpoints": bool(ck.enabled), "checkpoint_every_chunks": int(ck.every_chunks)}
-
-
-def _starts(kwargs, preset, goal) -> tuple[int, int, str]:
-    """(n_starts, seed, sampler): explicit keyword > preset > what the goal implies > one start."""
-    n = kwargs.get("n_starts")
-    if n is None and preset is not None and ("n_starts" in preset.model_fields_set or preset.n_starts > 1):
-        n = preset.n_starts
-    if n is None:
-        n = GOAL_STARTS.get(goal.name, 1) if goal is not None else 1
-    n = V.check_positive_int("n_starts", n, minimum=1, allow_none=False)
-    seed = kwargs.get("seed")
-    if seed is None:
-        seed = getattr(preset, "seed", None) or 0
-    seed = V.check_positive_int("seed", seed, minimum=0, allow_none=False)
-    sampler = getattr(preset, "multistart_sampler", None) or "sobol"
-    return n, seed, sampler
-
-
 # -- running ----------------------------------------------------------------------------
 def _whiten(fn, x, y, cov):
     """(fn_w, y_w) with ``L^{-1}`` applied, ``cov = L L^T``: unit-weight residuals equal the
@@ -599,9 +246,9 @@ def _whiten(fn, x, y, cov):
     return fn_w, y_w
 
 
-def _run_arrays(plan: _Plan, data: V.Data) -> FitResult:
+def _run_arrays(plan: Plan, data: V.Data) -> FitResult:
     """Run the planned strategy on in-memory data (multi-start and validation included)."""
-    fn, x, y, sigma = _model_fn(plan.model), data.x, data.y, data.sigma
+    fn, x, y, sigma = model_fn(plan.model), data.x, data.y, data.sigma
     covariance = sigma is not None and sigma.ndim == 2
     source = None
     if plan.strategy == "streaming":
@@ -623,8 +270,13 @@ def _run_arrays(plan: _Plan, data: V.Data) -> FitResult:
     return result
 
 
-def _run_streaming(plan: _Plan, source: ChunkSource, nan_policy=None) -> FitResult:
-    fn = _model_fn(plan.model)
+def _run_streaming(plan: Plan, source: ChunkSource, nan_policy=None) -> FitResult:
+    fn = model_fn(plan.model)
+    if nan_policy == "omit":
+        source = FiniteSource(source)
+        if source.omitted:
+            plan.notes.append(f"nan_policy='omit' dropped {source.omitted} point(s) with NaN or inf.")
+        V.check_enough_points(source.n_points, plan.names)
     if source.chunk_size != plan.config.chunk_size:
         logger.info("streaming with the source's own chunk size %d (the plan sized %d)", source.chunk_size, plan.config.chunk_size)
     result = _solve(plan, fn, None, None, None, source)
@@ -633,26 +285,16 @@ def _run_streaming(plan: _Plan, source: ChunkSource, nan_policy=None) -> FitResu
     return result
 
 
-def _model_fn(model):
-    return model.fn if hasattr(model, "fn") else model
-
-
-def _fingerprint(plan: _Plan) -> str:
+def _fingerprint(plan: Plan) -> str:
     fp = getattr(plan.model, "fingerprint", None)
     ident = fp() if callable(fp) else repr(plan.model)
     return f"{ident}|workflow={plan.workflow}|goal={None if plan.goal is None else plan.goal.name}"
 
 
-def _solve(plan: _Plan, fn, x, y, sigma, source) -> FitResult:
+def _solve(plan: Plan, fn, x, y, sigma, source) -> FitResult:
     from .engine.strategies import run_chunked, run_standard
 
     args = (plan.p0, plan.lower, plan.upper, plan.options, plan.names)
-    if plan.n_starts > 1 and not _multistart_ready():
-        # TEMPORARY: engine.multistart needs engine.loop.solve_batch, which has not landed.
-        logger.warning("multi-start is not available yet (engine.loop.solve_batch missing); "
-                       "falling back to a single start from p0 instead of %d starts", plan.n_starts)
-        plan.notes.append(f"multi-start unavailable: ran 1 start instead of {plan.n_starts}.")
-        plan.n_starts = 1
     if plan.n_starts > 1:
         from .engine.multistart import run_multistart
 
@@ -673,13 +315,7 @@ def _solve(plan: _Plan, fn, x, y, sigma, source) -> FitResult:
     )
 
 
-def _multistart_ready() -> bool:
-    from .engine import loop
-
-    return hasattr(loop, "solve_batch")
-
-
-def _validation(plan: _Plan, fn, x, y, sigma, source, result: FitResult) -> None:
+def _validation(plan: Plan, fn, x, y, sigma, source, result: FitResult) -> None:
     """The QUALITY pass; re-fits run with the strategy the fit used (memory stays bounded)."""
     from .engine.validation import validate_fit
 
@@ -703,7 +339,7 @@ def _restore_unweighted_stats(result: FitResult, fn, x, y) -> None:
     result.stats.sst = float(np.sum((y - y.mean()) ** 2))
 
 
-def _finish(result: FitResult, plan: _Plan, t0: float, t_prep: float) -> FitResult:
+def _finish(result: FitResult, plan: Plan, t0: float, t_prep: float) -> FitResult:
     """Record every choice the front door made on the result."""
     multi = result.strategy_reason if plan.n_starts > 1 else ""
     result.strategy = plan.strategy
@@ -717,6 +353,90 @@ def _finish(result: FitResult, plan: _Plan, t0: float, t_prep: float) -> FitResu
     result.timings["total"] = time.perf_counter() - t0
     result.extra_warnings.extend(plan.notes)
     return result
+
+
+class FiniteSource:
+    """The finite points of a chunk source, re-chunked to its chunk size
+    (``nan_policy='omit'`` out of core).
+
+    A point is dropped when x (any feature), y or sigma is NaN or inf. Construction reads
+    the source once to count the kept points, so that ``n_points`` is exact (the
+    streaming solver checks every pass against it); chunks are then refilled to exactly
+    ``chunk_size`` points, in the source's order, so passes stay reproducible.
+    ``chunks(start)`` skips ``start`` output chunks by reading past them.
+    """
+
+    def __init__(self, source: ChunkSource):
+        self.source = source
+        self.chunk_size = int(source.chunk_size)
+        self.n_features = int(source.n_features)
+        self.has_sigma = bool(source.has_sigma)
+        self._max_chunks = -(-int(source.n_points) // self.chunk_size)
+        kept = sum(int(self._keep(c).sum()) for c in self._source_chunks())
+        self.n_points = kept
+        self.omitted = int(source.n_points) - kept
+
+    @staticmethod
+    def _keep(chunk) -> np.ndarray:
+        x = np.asarray(chunk.x)
+        ok = np.isfinite(np.asarray(chunk.y))
+        ok &= np.isfinite(x) if x.ndim == 1 else np.all(np.isfinite(x), axis=0)
+        if chunk.sigma is not None:
+            ok &= np.isfinite(np.asarray(chunk.sigma))
+        return ok
+
+    @staticmethod
+    def _filter(chunk, keep):
+        from .engine.sources import Chunk
+
+        x = np.asarray(chunk.x)
+        return Chunk(x[..., keep], np.asarray(chunk.y)[keep], None if chunk.sigma is None else np.asarray(chunk.sigma)[keep])
+
+    def _source_chunks(self):
+        for j, chunk in enumerate(self.source.chunks()):
+            if j >= self._max_chunks:  # bounded: a source may not yield more than it announced
+                raise V.FitInputError("source", self.source.n_points, "the source yielded more chunks than its n_points allows.")
+            yield chunk
+
+    def fingerprint(self) -> str:
+        return "finite:" + self.source.fingerprint()
+
+    def chunks(self, start: int = 0):
+        m = self.chunk_size
+        parts: list = []
+        held = emitted = 0
+        for chunk in self._source_chunks():
+            keep = self._keep(chunk)
+            if keep.any():
+                parts.append(self._filter(chunk, keep))
+                held += int(keep.sum())
+            if held >= m:
+                x, y, s = self._join(parts)
+                full = held // m
+                for k in range(full):
+                    if emitted >= start:
+                        yield self._slice(x, y, s, k * m, (k + 1) * m)
+                    emitted += 1
+                parts = [self._slice(x, y, s, full * m, held)] if held > full * m else []
+                held -= full * m
+        if held and emitted >= start:
+            yield self._slice(*self._join(parts), 0, held)
+
+    def _join(self, parts):
+        x = np.concatenate([np.asarray(c.x) for c in parts], axis=-1)
+        y = np.concatenate([c.y for c in parts])
+        s = np.concatenate([c.sigma for c in parts]) if self.has_sigma else None
+        return x, y, s
+
+    @staticmethod
+    def _slice(x, y, s, lo, hi):
+        from .engine.sources import Chunk
+
+        return Chunk(x[..., lo:hi], y[lo:hi], None if s is None else s[lo:hi])
+
+    def sample(self, n: int, seed: int = 0):
+        chunk = self.source.sample(n, seed)
+        return self._filter(chunk, self._keep(chunk))
 
 
 # -- SciPy compatibility ----------------------------------------------------------------
@@ -792,7 +512,7 @@ def _weighted_residuals(f, result: FitResult, xdata, ydata, sigma, nan_policy) -
     import jax.numpy as jnp
 
     data = V.check_data(xdata, ydata, sigma, check_finite=False, nan_policy=nan_policy if nan_policy == "omit" else None)
-    fn = _model_fn(_resolve_model(f, result.popt))
+    fn = model_fn(resolve_model_spec(f, result.popt))
     r = np.asarray(fn(jnp.asarray(data.x), *[jnp.asarray(v) for v in result.popt])) - data.y
     if data.sigma is None:
         return r
