@@ -166,7 +166,7 @@ def make_plan(
 
     # Bounds: explicit, else (for fit) the model's own, e.g. a positive width.
     from_model = False
-    if bounds is UNBOUNDED and model_bounds and method != "lm" and callable(getattr(model, "default_bounds", None)):
+    if bounds is UNBOUNDED and model_bounds and str(method).lower() != "lm" and callable(getattr(model, "default_bounds", None)):
         lo, hi = model.default_bounds()
         lower, upper = V.check_bounds((lo, hi), names)
         from_model = bool(np.any(np.isfinite(lower)) or np.any(np.isfinite(upper)))

@@ -103,7 +103,9 @@ def fit(
     memory_limit_gb : override the detected memory when choosing the strategy.
     **kwargs : loss, f_scale, x_scale, max_nfev, ftol, xtol, gtol (explicit values override
         the preset and adaptive ones), n_starts, seed, chunk_size, nan_policy ('raise', 'omit'
-        or None), checkpoint (a CheckpointSink), progress (callable), strategy (force
+        or None), checkpoint (a CheckpointSink), progress (callable taking an event dict
+        ``{"phase", "pass", "chunk", "n_chunks", "cost", "nit"}``: every chunk when streaming,
+        a "start" and a "done" event otherwise), strategy (force
         'standard', 'chunked' or 'streaming'), validate (bool: run the QUALITY checks).
 
     Returns
@@ -292,6 +294,20 @@ def _fingerprint(plan: Plan) -> str:
 
 
 def _solve(plan: Plan, fn, x, y, sigma, source) -> FitResult:
+    """Run the plan. The streaming solver reports progress every chunk itself; the
+    in-memory solvers run as one compiled loop, so their progress is a start and a done event."""
+    if plan.progress is None or plan.strategy == "streaming":
+        return _solve_quiet(plan, fn, x, y, sigma, source)
+    n = int(np.shape(y)[0])
+    n_chunks = 1 if plan.strategy == "standard" else -(-n // plan.config.chunk_size)
+    plan.progress({"phase": "start", "pass": 0, "chunk": 0, "n_chunks": n_chunks, "cost": math.nan, "nit": 0})
+    result = _solve_quiet(plan, fn, x, y, sigma, source)
+    plan.progress({"phase": "done", "pass": result.nit, "chunk": n_chunks - 1, "n_chunks": n_chunks,
+                   "cost": result.cost, "nit": result.nit})
+    return result
+
+
+def _solve_quiet(plan: Plan, fn, x, y, sigma, source) -> FitResult:
     from .engine.strategies import run_chunked, run_standard
 
     args = (plan.p0, plan.lower, plan.upper, plan.options, plan.names)

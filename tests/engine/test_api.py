@@ -220,6 +220,14 @@ def test_chunked_multistart_screens_then_refines():
     np.testing.assert_allclose(res.popt, ref.popt, rtol=1e-6)
 
 
+def test_in_memory_progress_reports_start_and_done():
+    x, y = decay_data()
+    events = []
+    res = fit(decay, x, y, p0=[1.0, 1.0, 0.0], strategy="chunked", chunk_size=CHUNK, progress=events.append)
+    assert [e["phase"] for e in events] == ["start", "done"]
+    assert events[-1]["n_chunks"] == 3 and events[-1]["nit"] == res.nit and events[-1]["cost"] == res.cost
+
+
 def test_quality_preset_runs_multistart_and_validation():
     x, y = decay_data()
     res = fit(decay, x, y, p0=[1.0, 1.0, 0.0], workflow="quality")
