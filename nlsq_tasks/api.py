@@ -170,7 +170,8 @@ def fit_source(
     from the source's size, and when the data themselves fit in memory (standard or
     chunked) they are read once into arrays; otherwise the streaming solver runs one pass
     over the source per iteration. Arguments as :func:`fit`; ``nan_policy='omit'`` is the
-    only way to fit a source holding NaN (points are then masked chunk by chunk).
+    only way to fit a source holding NaN (those points are dropped and the rest re-chunked,
+    see :class:`FiniteSource`).
     """
     t0 = time.perf_counter()
     V.check_kwargs(kwargs, FIT_KWARGS, "fit_source")
@@ -208,6 +209,9 @@ def fit_source(
     else:
         # The selector says the data fit in memory: one read, then the in-memory solvers.
         data = _read_all(source, nan_policy)
+        V.check_enough_points(data.n_points, plan.names)
+        if data.omitted:
+            plan.notes.append(f"nan_policy='omit' dropped {data.omitted} point(s) with NaN or inf.")
         result = _run_arrays(plan, data)
     return _finish(result, plan, t0, t_prep)
 
@@ -233,19 +237,27 @@ def _read_all(source: ChunkSource, nan_policy) -> V.Data:
 
 # -- running ----------------------------------------------------------------------------
 def _whiten(fn, x, y, cov):
-    """(fn_w, y_w) with ``L^{-1}`` applied, ``cov = L L^T``: unit-weight residuals equal the
-    covariance-weighted ones, :math:`r_w = L^{-1}(y - f)`."""
+    """The covariance-weighted problem as a unit-weight one over point indices.
+
+    With ``cov = L L^T``, residuals :math:`L^{-1}(y - f)` are those of fitting
+    ``fn_w(i) = (L^{-1} f(x))[i]`` to ``y_w = L^{-1} y`` at ``x_w = i = 0..n-1``. The whitened
+    model value of a point depends on every point, so ``fn_w`` evaluates the whole
+    whitened vector and picks its points by index: whatever subset, order or padding the
+    caller evaluates it on (multi-start batches, the validation pass's sorted chunks)
+    gets the right values. Returns ``(fn_w, x_w, y_w)``.
+    """
     import jax.numpy as jnp
     from jax.scipy.linalg import solve_triangular
 
-    L = np.linalg.cholesky(cov)
-    Lj = jnp.asarray(L)
+    Lj = jnp.asarray(np.linalg.cholesky(cov))
+    xj = jnp.asarray(x)
     y_w = np.asarray(solve_triangular(Lj, jnp.asarray(y), lower=True))
 
-    def fn_w(xx, *p):
-        return solve_triangular(Lj, fn(xx, *p), lower=True)
+    def fn_w(index, *p):
+        whitened = solve_triangular(Lj, fn(xj, *p), lower=True)
+        return whitened[jnp.asarray(index).astype(jnp.int32)]
 
-    return fn_w, y_w
+    return fn_w, np.arange(y_w.shape[0], dtype=np.float64), y_w
 
 
 def _run_arrays(plan: Plan, data: V.Data) -> FitResult:
@@ -258,15 +270,15 @@ def _run_arrays(plan: Plan, data: V.Data) -> FitResult:
     if covariance and (plan.n_starts > 1 or plan.validate):
         # run_standard whitens a covariance itself; multi-start screening and the
         # validation pass take per-point sigma only, so they get the whitened problem.
-        fn_w, y_w = _whiten(fn, x, y, sigma)
+        fn_w, x_w, y_w = _whiten(fn, x, y, sigma)
     if covariance and plan.n_starts > 1:
-        result = _solve(plan, fn_w, x, y_w, None, source)
+        result = _solve(plan, fn_w, x_w, y_w, None, source)
         _restore_unweighted_stats(result, fn, x, y)
     else:
         result = _solve(plan, fn, x, y, sigma, source)
     if plan.validate:
         if covariance:
-            _validation(plan, fn_w, x, y_w, None, source, result)
+            _validation(plan, fn_w, x_w, y_w, None, source, result)
         else:
             _validation(plan, fn, x, y, sigma, source, result)
     return result

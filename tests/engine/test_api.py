@@ -134,6 +134,22 @@ class Sigma2DMixin:
         np.testing.assert_allclose(res.stats.ssr, np.sum((y - f) ** 2), rtol=1e-10)
 
 
+def test_covariance_with_multistart_and_validation():
+    """Multi-start and the validation pass see the covariance problem whitened."""
+    n = 400
+    x, y = decay_data(n=n, seed=5)
+    i = np.arange(n)
+    cov = 0.05**2 * 0.6 ** np.abs(i[:, None] - i[None, :])
+    single = fit(decay, x, y, p0=[1.0, 1.0, 0.0], sigma=cov, **TIGHT)
+    res = fit(decay, x, y, p0=[1.0, 1.0, 0.0], sigma=cov, n_starts=3, validate=True, **TIGHT)
+    assert len(res.starts) == 3
+    np.testing.assert_allclose(res.popt, single.popt, rtol=1e-7)
+    np.testing.assert_allclose(res.pcov, single.pcov, rtol=1e-6)
+    np.testing.assert_allclose(res.stats.ssr, single.stats.ssr, rtol=1e-8)
+    assert res.validation is not None
+    assert res.validation["perturbed_refits"].passed, str(res.validation)
+
+
 class TestStandard(_Strategy, BoundsMixin, Sigma1DMixin, AbsoluteSigmaMixin, LossMixin, MultiFeatureMixin, Sigma2DMixin):
     strategy = "standard"
 
