@@ -202,3 +202,38 @@ def test_bad_request_fails_with_a_clear_message_and_writes_nothing(deployed, dec
     message = run.state.message or ""
     assert "model" in message and "os.getcwd" in message, message
     assert _files_under(storage) == [], "a rejected request must not write results"
+
+
+def test_batch_deployment_fits_a_glob_and_reports_the_bad_file(deployed, decay_data, tmp_path):
+    # The request has the shape of the nightly example schedule: a glob over a folder.
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from flows.artifacts import BATCH_KEY
+
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    (folder / "a_good.npz").write_bytes(decay_data.read_bytes())
+    with np.load(decay_data) as d:
+        np.savez(folder / "b_no_y.npz", x=d["x"], signal=d["y"])  # no "y" member
+    storage = tmp_path / "batch-out"
+    with deployed.client() as client:
+        deployment = client.read_deployment_by_name(f"{_flow_names()['batch_fit_flow']}/batch")
+        parameters = _deep_merge(deployment.parameters, {"request": {
+            "model": "exponential_decay", "data": {"glob": str(folder / "*.npz")},
+            "storage_uri": str(storage), "plot": False,
+        }})
+        run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
+        run = _wait_final(client, run.id)
+        assert run.state.is_completed(), f"{run.state.type}: {run.state.message}"
+        artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+
+    good = [p.parent for p in storage.rglob("summary.json")]
+    assert len(good) == 1 and "a_good" in good[0].parent.name, good
+    summary = json.loads((good[0] / "summary.json").read_text())
+    assert summary["success"] is True and summary["workflow"] == "auto"
+    assert not [p for p in storage.rglob("*") if p.is_file() and "b_no_y" in str(p)], "the bad file wrote results"
+    (table,) = [a for a in artifacts if a.key == BATCH_KEY]
+    rows = json.loads(table.data) if isinstance(table.data, str) else table.data
+    by_file = {Path(r["data"]).name: r for r in rows}
+    assert by_file["a_good.npz"]["state"] == "ok" and by_file["a_good.npz"]["status"] == summary["status"]
+    bad = by_file["b_no_y.npz"]
+    assert bad["state"] == "failed" and "'y'" in bad["error"], bad  # names the missing member
