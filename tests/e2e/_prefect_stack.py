@@ -112,6 +112,7 @@ class PrefectStack:
             PREFECT_LOGGING_LEVEL="INFO",
             NO_PROXY="127.0.0.1,localhost",
             no_proxy="127.0.0.1,localhost",
+            # CI has no GPU; pinning CPU also keeps a GPU host from changing what is tested
             JAX_PLATFORMS=os.environ.get("JAX_PLATFORMS", "cpu"),
             PYTHONUNBUFFERED="1",
         )
