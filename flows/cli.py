@@ -18,21 +18,61 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 import time
+from contextlib import contextmanager
 from typing import Any, Optional, Sequence
 
 
+class _DropMissingLimitWarning(logging.Filter):
+    """The per-worker GPU limit is optional (see flows.tasks); on a laptop it never exists,
+    and Prefect's warning about it would be the only line between the report and the user."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg = record.getMessage()
+        return not (msg.startswith("Concurrency limits") and "do not exist" in msg)
+
+
 def _quiet_prefect_defaults(prefect_home: Optional[str] = None) -> None:
-    """Environment defaults for a local run; explicit user settings always win."""
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    os.environ.setdefault("DO_NOT_TRACK", "1")
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    """Terminal defaults; explicit user settings (environment, profile) always win.
+
+    Prefect is already imported when the console script starts (the package imports it),
+    so Prefect settings are applied with :func:`_local_settings` around the run, and logger
+    levels directly here."""
     os.environ.setdefault("NLSQ_FLOW_ECHO_PROGRESS", "1")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     if prefect_home and "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
         os.makedirs(prefect_home, exist_ok=True)
-        os.environ["PREFECT_HOME"] = os.path.abspath(prefect_home)
+        os.environ["PREFECT_HOME"] = os.path.abspath(prefect_home)  # for the temporary server process
+    if "PREFECT_LOGGING_LEVEL" not in os.environ:
+        for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("prefect.task_runs").addFilter(_DropMissingLimitWarning())
+
+
+@contextmanager
+def _local_settings():
+    """Prefect settings for a terminal run: a generous start-up time for the temporary local
+    server (its 20 s default is short on a busy 2-core machine), no telemetry, and the
+    PREFECT_HOME chosen by :func:`_quiet_prefect_defaults`."""
+    from prefect.settings import (
+        PREFECT_HOME,
+        PREFECT_SERVER_ANALYTICS_ENABLED,
+        PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS,
+        temporary_settings,
+    )
+
+    updates: dict = {}
+    if "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS" not in os.environ:
+        updates[PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS] = 120
+    if "PREFECT_SERVER_ANALYTICS_ENABLED" not in os.environ:
+        updates[PREFECT_SERVER_ANALYTICS_ENABLED] = False
+    if "PREFECT_HOME" in os.environ:
+        updates[PREFECT_HOME] = os.environ["PREFECT_HOME"]
+    with temporary_settings(updates=updates):
+        yield
 
 
 # -- run ------------------------------------------------------------------------------------
@@ -64,7 +104,8 @@ def _run_and_print(request, as_json: bool) -> int:
     from .fit_flow import fit_flow
 
     t0 = time.perf_counter()
-    state = fit_flow(request, return_state=True)
+    with _local_settings():
+        state = fit_flow(request, return_state=True)
     wall = time.perf_counter() - t0
     if not state.is_completed():
         try:
@@ -110,12 +151,12 @@ def _read_report(uris: dict) -> Optional[str]:
 
 
 def cmd_run(args) -> int:
-    _quiet_prefect_defaults()
     try:
         request = _build_request(args)
     except Exception as exc:  # pydantic's message names the field, the value and the rule
         print(f"invalid request: {exc}", file=sys.stderr)
         return 2
+    _quiet_prefect_defaults()
     return _run_and_print(request, args.json)
 
 

@@ -1,0 +1,85 @@
+"""The nlsq-flow console script, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from flow_helpers import write_npz
+
+BIN = Path(sys.executable).with_name("nlsq-flow")
+
+
+def _cli(*args, env=None, timeout=600):
+    exe = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "flows.cli"]
+    return subprocess.run(exe + [str(a) for a in args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+def test_presets_lists_and_shows(capsys):
+    from flows.cli import main
+    from nlsq_tasks.workflow import list_presets
+
+    out = _cli("presets")  # once as a console script
+    assert out.returncode == 0, out.stderr
+    listed = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]
+    assert listed == list_presets()
+    assert main(["presets", "quality"]) == 0
+    shown = capsys.readouterr().out
+    assert "n_starts: 20" in shown and "validate: true" in shown
+    assert main(["presets", "no_such"]) == 2
+    assert "unknown preset" in capsys.readouterr().err
+
+
+def test_demo_on_a_fresh_home_then_inspect(tmp_path):
+    """`make run`'s command: no server configured, no PREFECT_HOME -> Prefect's temporary local server."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env["HOME"] = str(tmp_path / "home")  # nothing from the developer's ~/.prefect
+    exe = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "flows.cli"]
+    demo_dir = tmp_path / "demo"
+    out = subprocess.run(exe + ["demo", "--n", "20000", "--dir", str(demo_dir)], capture_output=True, text=True,
+                         timeout=600, env=env, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert "[[Variables]]" in out.stdout and "results:" in out.stdout
+    results = Path(next(line.split(": ", 1)[1] for line in out.stdout.splitlines() if line.startswith("results:")))
+    assert (results / "manifest.json").exists()
+    assert (demo_dir / "prefect_home").is_dir()  # PREFECT_HOME pointed into the demo directory
+    assert "Concurrency limits" not in out.stderr
+
+    shown = _cli("inspect", results.parent)
+    assert shown.returncode == 0, shown.stderr
+    assert "manifest: created" in shown.stdout and "a " in shown.stdout and "status: " in shown.stdout
+
+
+def test_run_and_inspect_checkpoints(tmp_path, prefect_api_url):
+    data = write_npz(tmp_path / "d.npz", 3000)
+    storage = tmp_path / "out"
+    out = _cli("run", "--data", data, "--model", "a*exp(-b*x) + c", "--p0", 1, 1, 0, "--preset", "streaming",
+               "--chunk-size", 1000, "--storage", storage, "--sigma", "sigma", "--absolute-sigma", "--no-plot", "--json",
+               env={"PREFECT_API_URL": prefect_api_url})
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout)
+    assert result["strategy"] == "streaming" and result["success"]
+    assert "pass" in out.stderr  # progress lines in the terminal
+    shown = _cli("inspect", storage / "checkpoints")
+    assert shown.returncode == 0 and "checkpoints at" in shown.stdout and "fingerprint" in shown.stdout
+
+
+def test_run_rejects_a_bad_request_without_running(capsys):
+    from flows.cli import main
+
+    assert main(["run", "--data", "x.npz", "--model", "os.system", "--memory-limit-gb", "-3"]) == 2
+    err = capsys.readouterr().err
+    assert "memory_limit_gb" in err and "import path" in err
+
+
+def test_inspect_nothing_there(tmp_path, capsys):
+    from flows.cli import main
+
+    assert main(["inspect", str(tmp_path / "nope")]) == 2
+    assert "does not exist" in capsys.readouterr().err
