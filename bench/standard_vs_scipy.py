@@ -1,0 +1,165 @@
+"""run_standard against scipy.optimize.curve_fit (lm and trf) on y = 2 exp(-x/2) + 0.3 + noise.
+
+Usage::
+
+    python bench/standard_vs_scipy.py            # n = 1e4, 1e5, 1e6
+    python bench/standard_vs_scipy.py --with-1e7 # and n = 1e7
+    python bench/standard_vs_scipy.py --repeats 7 --sizes 10000 1000000
+
+Each size runs in fresh subprocesses (one for us, one for SciPy), so that compile time is
+a true first call and peak RSS (``resource.getrusage``) belongs to one solver. Columns:
+
+- ``ours``: median warm wall time of ``run_standard`` (all the way to a FitResult);
+- ``lm/ours``, ``trf/ours``: SciPy's median warm time (default ``curve_fit`` usage, i.e.
+  finite-difference Jacobian) divided by ours: > 1 means we are faster;
+- ``compile``: first-call compile time; ``RSS`` our peak resident memory, and the budget
+  2 (data + Jacobian) + 300 MB;
+- ``passes/it``: data passes per trust-region iteration (nfev / nit);
+- ``ours/(nit*pass)``: our time over nit times one fused pass (cost + J^T J + J^T r +
+  statistics) at the solution: ~1 means the loop adds nothing beyond its data passes.
+
+Timings on a shared 2-core machine are noisy: run it more than once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+N_PARAMS = 3
+
+
+def make_data(n: int):
+    import numpy as np
+
+    rng = np.random.default_rng(12345)
+    x = np.linspace(0.0, 10.0, n)
+    y = 2.0 * np.exp(-0.5 * x) + 0.3 + 0.05 * rng.standard_normal(n)
+    return x, y
+
+
+def _peak_rss_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def worker_ours(n: int, repeats: int) -> dict:
+    import numpy as np
+
+    x, y = make_data(n)
+    import jax
+    import jax.numpy as jnp
+
+    import nlsq_tasks  # noqa: F401
+    from nlsq_tasks.engine.normal_eqs import data_pass
+    from nlsq_tasks.engine.options import SolverOptions
+    from nlsq_tasks.engine.strategies import STANDARD_TILE, run_standard
+
+    def model(x, a, b, c):
+        return a * jnp.exp(-b * x) + c
+
+    p0 = np.array([1.0, 1.0, 0.0])
+    lo, hi = np.full(3, -np.inf), np.full(3, np.inf)
+    opts = SolverOptions()
+    t0 = time.perf_counter()
+    first = run_standard(model, x, y, None, p0, lo, hi, opts, ["a", "b", "c"])
+    first_s = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = run_standard(model, x, y, None, p0, lo, hi, opts, ["a", "b", "c"])
+        times.append(time.perf_counter() - t0)
+    # one fused pass (same tiling as the solver) at the solution
+    xj, yj, pj = jnp.asarray(x), jnp.asarray(y), jnp.asarray(res.popt)
+    one_pass = jax.jit(lambda p: data_pass(model, "linear", 1.0, p, xj, yj, None, n, STANDARD_TILE))
+    jax.block_until_ready(one_pass(pj))
+    pt = []
+    for _ in range(max(5, repeats)):
+        t0 = time.perf_counter()
+        jax.block_until_ready(one_pass(pj))
+        pt.append(time.perf_counter() - t0)
+    return {
+        "time": float(np.median(times)),
+        "first_call": first_s,
+        "compile": first.timings["compile_s"],
+        "nfev": res.nfev,
+        "nit": res.nit,
+        "pass": float(np.median(pt)),
+        "popt": res.popt.tolist(),
+        "rss_mb": _peak_rss_mb(),
+        "status": res.status.name,
+    }
+
+
+def worker_scipy(n: int, repeats: int) -> dict:
+    import numpy as np
+    from scipy.optimize import curve_fit
+
+    x, y = make_data(n)
+
+    def model(x, a, b, c):
+        return a * np.exp(-b * x) + c
+
+    out = {}
+    for method in ("lm", "trf"):
+        times = []
+        for _ in range(repeats + 1):  # the first is a warm-up
+            t0 = time.perf_counter()
+            popt, _ = curve_fit(model, x, y, p0=[1.0, 1.0, 0.0], method=method)
+            times.append(time.perf_counter() - t0)
+        out[method] = float(np.median(times[1:]))
+        out[method + "_popt"] = popt.tolist()
+    out["rss_mb"] = _peak_rss_mb()
+    return out
+
+
+def run_worker(kind: str, n: int, repeats: int) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", kind, "--n", str(n), "--repeats", str(repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{kind} worker failed for n={n}:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes", type=int, nargs="*", default=None)
+    ap.add_argument("--with-1e7", action="store_true", help="also run n = 1e7 (SciPy takes a while)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--worker", choices=["ours", "scipy"], help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        fn = worker_ours if args.worker == "ours" else worker_scipy
+        print(json.dumps(fn(args.n, args.repeats)))
+        return
+    sizes = args.sizes or ([10**4, 10**5, 10**6] + ([10**7] if args.with_1e7 else []))
+    head = (
+        f"{'n':>9} {'ours':>9} {'lm':>9} {'trf':>9} {'lm/ours':>8} {'trf/ours':>9} {'compile':>8} "
+        f"{'RSS MB':>7} {'budget':>7} {'nfev':>5} {'nit':>4} {'passes/it':>9} {'pass':>9} {'ours/(nit*pass)':>15}"
+    )
+    print(head)
+    print("-" * len(head))
+    for n in sizes:
+        o = run_worker("ours", n, args.repeats)
+        s = run_worker("scipy", n, max(1, args.repeats if n < 10**7 else 1))
+        budget = 2 * (16 * n + 8 * n * N_PARAMS) / 2**20 + 300
+        print(
+            f"{n:>9.0e} {o['time'] * 1e3:>7.1f}ms {s['lm'] * 1e3:>7.1f}ms {s['trf'] * 1e3:>7.1f}ms "
+            f"{s['lm'] / o['time']:>7.2f}x {s['trf'] / o['time']:>8.2f}x {o['compile']:>7.2f}s "
+            f"{o['rss_mb']:>7.0f} {budget:>7.0f} {o['nfev']:>5} {o['nit']:>4} {o['nfev'] / max(o['nit'], 1):>9.2f} "
+            f"{o['pass'] * 1e3:>7.2f}ms {o['time'] / (max(o['nit'], 1) * o['pass']):>15.2f}",
+            flush=True,
+        )
+        diff = max(abs(a - b) / abs(b) for a, b in zip(o["popt"], s["lm_popt"]))
+        if diff > 1e-5:
+            print(f"          note: popt differs from SciPy lm by {diff:.1e} (relative)")
+
+
+if __name__ == "__main__":
+    main()
