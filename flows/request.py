@@ -102,6 +102,7 @@ class StorageCredentials(BaseModel):
         default_factory=lambda: SecretDict({}),
         description="fsspec options (key, secret, endpoint_url, client_kwargs...). Kept secret: "
         "never logged, never in artifacts or stored results. Prefer storage_options_block for deployments.",
+        json_schema_extra={"writeOnly": True},  # JSON Schema's mark for a value that is never read back
     )
     storage_options_block: Optional[str] = Field(
         None,
