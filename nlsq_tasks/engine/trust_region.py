@@ -164,14 +164,19 @@ def _quad_1d(hh, diag, g, s, s0):
 
 
 def _min_quad_1d(a, b, lo, hi, c=0.0):
-    """argmin and min of a t^2 + b t + c on [lo, hi] (ties: lo, hi, then the extremum)."""
+    """argmin and min of a t^2 + b t + c on [lo, hi] (ties: lo, hi, then the extremum,
+    like SciPy's argmin over [lo, hi, extremum])."""
     safe_a = jnp.where(a != 0, a, 1.0)
     ext = -0.5 * b / safe_a
     inside = (a != 0) & (lo < ext) & (ext < hi)
-    ts = jnp.stack([lo, hi, jnp.where(inside, ext, lo)])
-    ys = ts * (a * ts + b) + c
-    i = jnp.argmin(ys)
-    return ts[i], ys[i]
+    ext = jnp.where(inside, ext, lo)
+    y_lo, y_hi, y_ext = (t * (a * t + b) + c for t in (lo, hi, ext))
+    take_lo = (y_lo <= y_hi) & (y_lo <= y_ext)
+    take_hi = (~take_lo) & (y_hi <= y_ext)
+    return (
+        jnp.where(take_lo, lo, jnp.where(take_hi, hi, ext)),
+        jnp.where(take_lo, y_lo, jnp.where(take_hi, y_hi, y_ext)),
+    )
 
 
 def _step_to_bound(x, s, lb, ub):
@@ -181,19 +186,6 @@ def _step_to_bound(x, s, lb, ub):
     steps = jnp.where(nz, jnp.maximum((lb - x) / safe, (ub - x) / safe), jnp.inf)
     t = jnp.min(steps)
     return t, jnp.where(steps == t, jnp.sign(s), 0.0)
-
-
-def _intersect_tr(x, s, delta):
-    """Roots t1 <= t2 of ||x + t s|| = delta (x inside)."""
-    a = _dot(s, s)
-    a = jnp.where(a == 0, 1.0, a)
-    b = _dot(x, s)
-    c = _dot(x, x) - delta**2
-    dd = jnp.sqrt(jnp.maximum(b * b - a * c, 0.0))
-    q = -(b + jnp.where(b >= 0, dd, -dd))
-    q = jnp.where(q == 0, -EPS, q)
-    t1, t2 = q / a, c / q
-    return jnp.minimum(t1, t2), jnp.maximum(t1, t2)
 
 
 def _strictly_feasible(x, lb, ub):
@@ -267,45 +259,61 @@ def _solve_subproblem(a_mat, g_h, delta, alpha0, n_points):
 
 
 def _select_step(x, hh, diag_h, g_h, p, p_h, d, delta, lb, ub, theta):
-    """SciPy's TRF select_step: truncated, reflected or Cauchy step, best on the model."""
-    inside = jnp.all((x + p >= lb) & (x + p <= ub))
-    full_value = _quad(hh, diag_h, g_h, p_h)
+    """SciPy's TRF select_step: truncated, reflected or Cauchy step, best on the model.
 
+    Every model value below is a quadratic form in three directions, the TR step
+    :math:`\hat p`, its reflection :math:`\hat r` and :math:`-\hat g`, so two 3x3 Gram
+    matrices (in the model metric and the plain one) give them all at once.
+    """
+    a_mat = hh + jnp.diag(diag_h)
+    inside = jnp.all((x + p >= lb) & (x + p <= ub))
     p_stride, hits = _step_to_bound(x, p, lb, ub)
     p_stride = jnp.where(jnp.isfinite(p_stride), p_stride, 1.0)
-    r_h = jnp.where(hits != 0, -p_h, p_h)
-    r = d * r_h
+    r_dir = jnp.where(hits != 0, -p_h, p_h)
+    w = jnp.stack([p_h, r_dir, -g_h])
+    gram_a = jnp.sum(w[:, None, :, None] * a_mat[None, None, :, :] * w[None, :, None, :], axis=(2, 3))
+    gram = jnp.sum(w[:, None, :] * w[None, :, :], axis=2)
+    gw = jnp.sum(w * g_h[None, :], axis=1)
+    full_value = 0.5 * gram_a[0, 0] + gw[0]
+
+    # reflection from the point where the step hits the first bound
     pt, pt_h = p * p_stride, p_h * p_stride
-    x_on_bound = x + pt
-    _, to_tr = _intersect_tr(pt_h, r_h, delta)
-    to_bound, _ = _step_to_bound(x_on_bound, r, lb, ub)
+    aa, bb = gram[1, 1], p_stride * gram[0, 1]
+    aa = jnp.where(aa == 0, 1.0, aa)
+    cc = p_stride**2 * gram[0, 0] - delta**2
+    disc = jnp.sqrt(jnp.maximum(bb * bb - aa * cc, 0.0))
+    q = -(bb + jnp.where(bb >= 0, disc, -disc))
+    q = jnp.where(q == 0, -EPS, q)
+    to_tr = jnp.maximum(q / aa, cc / q)  # the positive root of ||pt_h + t r_h|| = delta
+    to_bound, _ = _step_to_bound(x + pt, d * r_dir, lb, ub)
     r_stride = jnp.minimum(to_bound, to_tr)
     pos = r_stride > 0
     r_lo = jnp.where(pos, (1 - theta) * p_stride / jnp.where(pos, r_stride, 1.0), 0.0)
     r_hi = jnp.where(pos, jnp.where(r_stride == to_bound, theta * to_bound, to_tr), -1.0)
-    a, b, c = _quad_1d(hh, diag_h, g_h, r_h, pt_h)
-    t_r, r_val = _min_quad_1d(a, b, r_lo, jnp.where(r_lo <= r_hi, r_hi, r_lo), c)
-    r_val = jnp.where(r_lo <= r_hi, r_val, jnp.inf)
-    r_h = pt_h + t_r * r_h
-    r = d * r_h
+    has_r = r_lo <= r_hi
+    a1 = 0.5 * gram_a[1, 1]
+    b1 = gw[1] + p_stride * gram_a[0, 1]
+    c1 = 0.5 * p_stride**2 * gram_a[0, 0] + p_stride * gw[0]
+    t_r, r_val = _min_quad_1d(a1, b1, r_lo, jnp.where(has_r, r_hi, r_lo), c1)
+    r_val = jnp.where(has_r, r_val, jnp.inf)
+    r_h = pt_h + t_r * r_dir
 
-    pt, pt_h = pt * theta, pt_h * theta
-    p_val = _quad(hh, diag_h, g_h, pt_h)
+    # the truncated step, stepped back by theta
+    ts = theta * p_stride
+    p_val = 0.5 * ts**2 * gram_a[0, 0] + ts * gw[0]
 
-    ag_h = -g_h
-    ag = d * ag_h
-    gnorm = _norm(ag_h)
+    # the scaled Cauchy step along -g_h
+    gnorm = jnp.sqrt(gram[2, 2])
     to_tr = delta / jnp.where(gnorm > 0, gnorm, 1.0)
-    to_bound, _ = _step_to_bound(x, ag, lb, ub)
+    to_bound, _ = _step_to_bound(x, -d * g_h, lb, ub)
     ag_stride = jnp.where(to_bound < to_tr, theta * to_bound, to_tr)
-    a, b, _ = _quad_1d(hh, diag_h, g_h, ag_h, jnp.zeros_like(ag_h))
-    t_ag, ag_val = _min_quad_1d(a, b, jnp.zeros_like(ag_stride), ag_stride)
-    ag_h, ag = ag_h * t_ag, ag * t_ag
+    t_ag, ag_val = _min_quad_1d(0.5 * gram_a[2, 2], gw[2], jnp.zeros_like(ag_stride), ag_stride)
+    ag_h = -t_ag * g_h
 
     use_p = (p_val < r_val) & (p_val < ag_val)
     use_r = (~use_p) & (r_val < p_val) & (r_val < ag_val)
-    step = jnp.where(use_p, pt, jnp.where(use_r, r, ag))
-    step_h = jnp.where(use_p, pt_h, jnp.where(use_r, r_h, ag_h))
+    step_h = jnp.where(use_p, theta * pt_h, jnp.where(use_r, r_h, ag_h))
+    step = jnp.where(use_p, theta * pt, d * step_h)
     value = jnp.where(use_p, p_val, jnp.where(use_r, r_val, ag_val))
     return (
         jnp.where(inside, p, step),
