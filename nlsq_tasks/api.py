@@ -130,7 +130,7 @@ def _fit_arrays(
     plan = make_plan(
         f,
         probe=_probe(data.x),
-        guess_xy=(data.x, data.y),
+        guess_xy=_guess_sample(data),
         n_points=data.n_points,
         n_features=data.n_features,
         p0=p0,
@@ -214,6 +214,14 @@ def fit_source(
             plan.notes.append(f"nan_policy='omit' dropped {data.omitted} point(s) with NaN or inf.")
         result = _run_arrays(plan, data)
     return _finish(result, plan, t0, t_prep)
+
+
+GUESS_POINTS = 1_000_000  # a model's guess() sees at most this many points (evenly strided, in order)
+
+
+def _guess_sample(data: V.Data) -> tuple[np.ndarray, np.ndarray]:
+    step = max(1, -(-data.n_points // GUESS_POINTS))
+    return data.take(slice(None, None, step))
 
 
 def _probe(x: np.ndarray) -> np.ndarray:
