@@ -221,6 +221,10 @@ def validate_fit(
     popt = np.asarray(result.popt, dtype=np.float64)
     if source is None:
         xs, ys, ss = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64), sigma
+        if ss is not None and np.ndim(ss) == 2:
+            # A covariance: the residual checks use the per-point standard deviations
+            # (correlations are ignored there; the re-fits use the full covariance).
+            ss = np.sqrt(np.diag(np.asarray(ss, dtype=np.float64)))
         ss = None if ss is None else np.broadcast_to(np.asarray(ss, dtype=np.float64), ys.shape)
         if xs.ndim == 1:  # residual order tests read residuals in x order
             order = np.argsort(xs, kind="stable")
