@@ -108,3 +108,19 @@ def test_progress_reporter_throttles_and_finishes():
     assert mine and float(mine[0].data) == 100.0 and "FTOL" in mine[0].description
     assert describe({"phase": "pass", "pass": 3, "chunk": 1, "n_chunks": 4, "cost": 2.0, "nit": 2}) == \
         "pass pass 3 chunk 1/4 cost=2 nit=2"
+
+
+def test_storage_options_from_a_secret_block():
+    """Deployments name a Prefect Secret block; the options are read inside the run only."""
+    from prefect.blocks.system import Secret
+
+    from flows.request import StorageCredentials
+
+    name = f"nlsq-test-creds-{uuid.uuid4().hex[:6]}"
+    Secret(value='{"key": "AKIABLOCK", "secret": "from-the-block", "anon": false}').save(name)
+    creds = StorageCredentials.model_validate({"storage_options": {"key": "inline", "region": "eu"},
+                                               "storage_options_block": name})
+    assert creds.resolved_options() == {"key": "AKIABLOCK", "secret": "from-the-block", "anon": False, "region": "eu"}
+    assert "from-the-block" not in creds.model_dump_json()
+    with pytest.raises(ValueError, match="storage_options_block"):
+        StorageCredentials.model_validate({"storage_options_block": "Not A Valid Name"})
