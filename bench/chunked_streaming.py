@@ -16,7 +16,10 @@ Targets: chunked time <= 1.5 x standard; peak RSS <= data + 300 MB.
 Reported: peak RSS of the fitting process, time per pass (median over passes >= 2, so no
 compilation is included) and, for reference, one plain sequential ``read()`` of the file
 in a fresh process. Targets: peak RSS <= 600 MB; time per pass <= 2 x one plain read.
-A just-written file is usually in the page cache, so the plain read measures memory
+Most of the fitting process's RSS is the JAX/XLA runtime and compiled code (about 350 MB
+after the first compilations, whatever ``n``); glibc's per-thread malloc arenas add to it:
+running with ``MALLOC_ARENA_MAX=2`` in the environment (children inherit it) measured
+about 85 MB less. A just-written file is usually in the page cache, so the plain read measures memory
 bandwidth, not a disk; the ratio is then an upper bound on what a disk or S3 would show.
 
 Never a test: prints a table; nothing is asserted.
@@ -267,7 +270,7 @@ def main(argv=None) -> None:
         print(json.dumps(out))
         return
     print(f"machine: {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f} (other work on the machine "
-          "inflates every time below)")
+          f"inflates every time below); MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', 'unset')}")
     if a.only in (None, "chunked"):
         bench_chunked(int(a.chunked_n), a.memory_limit_gb, not a.no_scipy)
     if a.only in (None, "streaming"):
