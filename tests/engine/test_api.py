@@ -21,32 +21,7 @@ from nlsq_tasks import FitResult, fit, fit_source  # noqa: E402
 from nlsq_tasks.engine.checkpoint import MemoryCheckpointSink  # noqa: E402
 from nlsq_tasks.engine.sources import ArrayChunkSource  # noqa: E402
 
-TIGHT = {"ftol": 1e-12, "xtol": 1e-12, "gtol": 1e-12}
-N = 2500
-CHUNK = 1000  # 2500 points: two full chunks and a partial one
-
-
-def decay(x, a, b, c):
-    return a * jnp.exp(-b * x) + c
-
-
-def decay_np(x, a, b, c):
-    return a * np.exp(-b * x) + c
-
-
-def plane(X, a, b, c):
-    return a * jnp.exp(-b * X[0]) + c * X[1]
-
-
-def plane_np(X, a, b, c):
-    return a * np.exp(-b * X[0]) + c * X[1]
-
-
-def decay_data(n=N, seed=0, noise=0.05):
-    rng = np.random.default_rng(seed)
-    x = np.linspace(0.0, 5.0, n)
-    y = 2.0 * np.exp(-1.3 * x) + 0.5 + noise * rng.standard_normal(n)
-    return x, y
+from _api_cases import CHUNK, N, TIGHT, decay, decay_data, decay_np, plane, plane_np  # noqa: E402
 
 
 def assert_matches(res: FitResult, popt, pcov):

@@ -12,15 +12,7 @@ scipy_optimize = pytest.importorskip("scipy.optimize")
 from nlsq_tasks import FitResult, curve_fit  # noqa: E402
 from nlsq_tasks.api import OptimizeWarning  # noqa: E402
 
-TIGHT = {"ftol": 1e-12, "xtol": 1e-12, "gtol": 1e-12}
-
-
-def decay(x, a, b, c):
-    return a * jnp.exp(-b * x) + c
-
-
-def decay_np(x, a, b, c):
-    return a * np.exp(-b * x) + c
+from _api_cases import TIGHT, decay, decay_data, decay_np  # noqa: E402
 
 
 def decay_jac(x, a, b, c):
@@ -30,10 +22,7 @@ def decay_jac(x, a, b, c):
 
 @pytest.fixture(scope="module")
 def data():
-    rng = np.random.default_rng(11)
-    x = np.linspace(0.0, 5.0, 1200)
-    y = 2.0 * np.exp(-1.3 * x) + 0.5 + 0.05 * rng.standard_normal(x.size)
-    return x, y
+    return decay_data(seed=11)
 
 
 def test_returns_popt_and_pcov_like_scipy(data):
@@ -65,8 +54,8 @@ def test_full_output(data):
 
 
 def test_fvec_with_covariance_is_whitened(data):
-    x, y = data[0][:200], data[1][:200]
-    i = np.arange(200)
+    x, y = data[0][::12], data[1][::12]  # 209 points over the whole range
+    i = np.arange(x.size)
     cov = 0.05**2 * 0.5 ** np.abs(i[:, None] - i[None, :])
     popt, pcov, info, _, _ = curve_fit(decay, x, y, p0=[1.0, 1.0, 0.0], sigma=cov, full_output=True, **TIGHT)
     ref = scipy_optimize.curve_fit(decay_np, x, y, p0=[1.0, 1.0, 0.0], sigma=cov, full_output=True, **TIGHT)
