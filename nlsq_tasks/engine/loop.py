@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from .normal_eqs import NormalEquations, centered_sum_squares, data_pass, zero_normal_eqs
@@ -102,15 +103,15 @@ def run_loop(fn, loss: str, tile: int, p0, lower, upper, x, y, sigma, n_valid: i
 
     ``compile_s`` is 0.0 when a cached executable was reused.
     """
-    args = (
-        jnp.asarray(p0, jnp.float64),
-        jnp.asarray(lower, jnp.float64),
-        jnp.asarray(upper, jnp.float64),
+    args = (  # numpy: converted once by the compiled call (cheaper than jnp.asarray each)
+        np.asarray(p0, np.float64),
+        np.asarray(lower, np.float64),
+        np.asarray(upper, np.float64),
         x,
         y,
         sigma,
-        jnp.asarray(n_valid, jnp.int64),
-        jnp.asarray(f_scale, jnp.float64),
+        np.int64(n_valid),
+        np.float64(f_scale),
         settings,
     )
     key = (

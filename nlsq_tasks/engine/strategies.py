@@ -28,7 +28,7 @@ from .options import SolverOptions
 from .result import FitResult
 from .trust_region import as_settings
 
-STANDARD_TILE = 16384
+STANDARD_TILE = 8192
 
 
 def _as_x(x) -> np.ndarray:
