@@ -13,6 +13,7 @@ Data layout follows SciPy: ``xdata`` is ``(n,)`` or ``(k, n)`` (``k`` features),
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -418,12 +419,19 @@ def check_kwargs(kwargs: dict[str, Any], valid: Sequence[str], where: str) -> No
 
 
 # -- the model at p0 --------------------------------------------------------------------
+# Models already seen to trace to one value per point, keyed by (model, probe shape, n
+# params): tracing is what costs (~1 ms), and repeated fits of one model skip it.
+_TRACES_OK: "OrderedDict[Any, None]" = OrderedDict()
+_TRACES_OK_MAX = 256
+
+
 def check_model_at_p0(fn: Callable, x_probe: np.ndarray, p0: np.ndarray, names: Sequence[str]) -> None:
     """Evaluate ``fn`` on a few points at ``p0``: it must trace under JAX, return shape
     ``(m,)`` for ``m`` probe points, and be finite there.
 
-    ``jax.eval_shape`` traces abstractly first (no compilation), so a model written with
-    NumPy calls that JAX cannot trace is reported here rather than from inside the solver.
+    ``jax.eval_shape`` traces abstractly (no compilation), so a model written with NumPy
+    calls that JAX cannot trace is reported here rather than from inside the solver; a
+    model that traced correctly once is not traced again for the same shapes.
     """
     import jax
     import jax.numpy as jnp
@@ -432,24 +440,45 @@ def check_model_at_p0(fn: Callable, x_probe: np.ndarray, p0: np.ndarray, names: 
     p_text = "[" + ", ".join(f"{n}={v:.6g}" for n, v in zip(names, p0)) + "]"
     xj = jnp.asarray(x_probe)
     params = [jnp.asarray(v) for v in p0]
-    try:
-        shape = jax.eval_shape(lambda *p: fn(xj, *p), *params).shape
-    except Exception as exc:
+
+    def raised(exc: Exception) -> ModelEvaluationError:
         hint = ""
         if "Tracer" in type(exc).__name__ or "Tracer" in str(exc)[:300]:
             hint = " The model must be JAX-traceable: use jax.numpy (jnp) instead of numpy (np) inside it."
-        raise ModelEvaluationError(
+        return ModelEvaluationError(
             "f", p0.tolist(), f"model raised {type(exc).__name__}: {_first_line(exc)} when evaluated at p0={p_text} "
             f"on the first {m} points.{hint}"
-        ) from exc
-    if tuple(shape) != (m,):
-        hint = " (a constant model must return e.g. c * jnp.ones_like(x))" if tuple(shape) in ((), (1,)) else ""
-        raise ModelEvaluationError(
-            "f",
-            tuple(shape),
-            f"the model returned shape {tuple(shape)} on {m} points; expected ({m},), one value per point{hint}.",
         )
-    out = np.asarray(fn(xj, *params))
+
+    def check_shape(shape) -> None:
+        if tuple(shape) != (m,):
+            hint = " (a constant model must return e.g. c * jnp.ones_like(x))" if tuple(shape) in ((), (1,)) else ""
+            raise ModelEvaluationError(
+                "f",
+                tuple(shape),
+                f"the model returned shape {tuple(shape)} on {m} points; expected ({m},), one value per point{hint}.",
+            )
+
+    try:
+        key = (fn, x_probe.shape, len(p0))
+        known = key in _TRACES_OK
+    except TypeError:  # an unhashable callable: no memo
+        key, known = None, False
+    if not known:
+        try:
+            shape = jax.eval_shape(lambda *p: fn(xj, *p), *params).shape
+        except Exception as exc:
+            raise raised(exc) from exc
+        check_shape(shape)
+        if key is not None:
+            _TRACES_OK[key] = None
+            while len(_TRACES_OK) > _TRACES_OK_MAX:  # bounded: drops the oldest
+                _TRACES_OK.popitem(last=False)
+    try:
+        out = np.asarray(fn(xj, *params))
+    except Exception as exc:
+        raise raised(exc) from exc
+    check_shape(out.shape)
     if not np.all(np.isfinite(out)):
         i = int(np.argmax(~np.isfinite(out)))
         raise ModelEvaluationError(
