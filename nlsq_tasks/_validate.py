@@ -13,6 +13,7 @@ Data layout follows SciPy: ``xdata`` is ``(n,)`` or ``(k, n)`` (``k`` features),
 from __future__ import annotations
 
 import math
+import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
@@ -423,6 +424,7 @@ def check_kwargs(kwargs: dict[str, Any], valid: Sequence[str], where: str) -> No
 # params): tracing is what costs (~1 ms), and repeated fits of one model skip it.
 _TRACES_OK: "OrderedDict[Any, None]" = OrderedDict()
 _TRACES_OK_MAX = 256
+_TRACES_LOCK = threading.Lock()  # fits may run in worker threads (Prefect task runners)
 
 
 def check_model_at_p0(fn: Callable, x_probe: np.ndarray, p0: np.ndarray, names: Sequence[str]) -> None:
@@ -461,7 +463,8 @@ def check_model_at_p0(fn: Callable, x_probe: np.ndarray, p0: np.ndarray, names: 
 
     try:
         key = (fn, x_probe.shape, len(p0))
-        known = key in _TRACES_OK
+        with _TRACES_LOCK:
+            known = key in _TRACES_OK
     except TypeError:  # an unhashable callable: no memo
         key, known = None, False
     if not known:
@@ -471,9 +474,10 @@ def check_model_at_p0(fn: Callable, x_probe: np.ndarray, p0: np.ndarray, names: 
             raise raised(exc) from exc
         check_shape(shape)
         if key is not None:
-            _TRACES_OK[key] = None
-            while len(_TRACES_OK) > _TRACES_OK_MAX:  # bounded: drops the oldest
-                _TRACES_OK.popitem(last=False)
+            with _TRACES_LOCK:
+                _TRACES_OK[key] = None
+                while len(_TRACES_OK) > _TRACES_OK_MAX:  # bounded: drops the oldest
+                    _TRACES_OK.popitem(last=False)
     try:
         out = np.asarray(fn(xj, *params))
     except Exception as exc:

@@ -32,9 +32,15 @@ import time
 import numpy as np
 
 from . import _validate as V
+from ._validate import FitInputError, FitTypeError, ModelEvaluationError
 from ._plan import UNBOUNDED, Plan, make_plan, model_fn, resolve_model_spec
 from .engine.result import FitResult
 from .engine.sources import ArrayChunkSource, ChunkSource
+
+__all__ = [
+    "fit", "fit_source", "curve_fit", "FiniteSource", "OptimizeWarning",
+    "FitInputError", "FitTypeError", "ModelEvaluationError",
+]
 
 logger = logging.getLogger("nlsq_tasks")
 
