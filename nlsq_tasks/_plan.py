@@ -40,6 +40,9 @@ METHODS = (None, "auto", "trf", "lm")
 
 @dataclass
 class Plan:
+    """What will run and why: the resolved model and start, solver options, strategy with
+    its reason and budget, multi-start and validation settings. ``notes`` become result warnings."""
+
     model: Any
     names: list[str]
     p0: np.ndarray
@@ -64,7 +67,6 @@ class Plan:
     def tolerances(self) -> dict[str, float]:
         o = self.options
         return {"ftol": o.ftol, "xtol": o.xtol, "gtol": o.gtol}
-
 
 
 def model_fn(model):
