@@ -8,9 +8,10 @@ cannot drift apart:
   that nearby sizes reuse one compiled solver; the pass walks the data in cache-sized tiles
   of ``STANDARD_TILE`` points. A 2-D ``sigma`` (covariance) is whitened with its Cholesky
   factor and the data is then one tile.
-- **chunked**: no padded copy: the pass walks the caller's arrays in ``chunk_size`` tiles,
+- **chunked**: no padding: the pass walks the caller's arrays in ``chunk_size`` tiles,
   the last one taken flush with the end and its overlap masked. Peak memory is the data
-  plus ``O(chunk_size * n_params)``.
+  plus ``O(chunk_size * n_params)`` (plus one aligned copy when the caller's arrays are
+  not float64 or not 64-byte aligned, which XLA needs to use them in place).
 
 Inputs are trusted (the front door validates): ``p0`` strictly inside ``[lower, upper]``,
 ``sigma`` None, ``(n,)`` or (standard only) ``(n, n)`` positive definite.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import jax
 import numpy as np
 
 from .finalize import build_result
@@ -31,33 +33,49 @@ from .trust_region import as_settings
 STANDARD_TILE = 8192
 
 
-def _as_x(x) -> np.ndarray:
-    x = np.asarray(x)
-    return x if x.dtype == np.float64 else x.astype(np.float64)
+_ALIGN = 64  # bytes; XLA:CPU adopts a numpy buffer without copying only when so aligned
 
 
-def _pad_last(a: np.ndarray, n_to: int) -> np.ndarray:
-    extra = n_to - a.shape[-1]
-    if extra == 0:
-        return a
-    widths = [(0, 0)] * (a.ndim - 1) + [(0, extra)]
-    return np.pad(a, widths, mode="edge")
+def _aligned_empty(shape, dtype=np.float64) -> np.ndarray:
+    n = int(np.prod(shape))
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(n + _ALIGN // itemsize, dtype)
+    off = (-raw.ctypes.data % _ALIGN) // itemsize
+    return raw[off : off + n].reshape(shape)
+
+
+def _device_array(a: np.ndarray, n_to: int):
+    """``a`` (float64, last axis padded with edge values up to ``n_to``) as a device array.
+
+    The host copy is made 64-byte aligned so that ``device_put`` adopts it instead of
+    copying again: peak memory is the caller's data plus one padded copy at most (none
+    when the caller's array is already float64, aligned and needs no padding).
+    """
+    a = np.asarray(a)
+    n = a.shape[-1]
+    fits = a.dtype == np.float64 and a.flags.c_contiguous and a.ctypes.data % _ALIGN == 0
+    if n_to == n and fits:
+        return jax.device_put(a)
+    out = _aligned_empty(a.shape[:-1] + (n_to,))
+    out[..., :n] = a
+    if n_to > n:
+        out[..., n:] = a[..., -1:]
+    return jax.device_put(out)
 
 
 def _run(fn, x, y, sigma, p0, lower, upper, options, param_names, *, tile, pad_to, strategy) -> FitResult:
     p0 = np.asarray(p0, np.float64)
     lower = np.asarray(lower, np.float64)
     upper = np.asarray(upper, np.float64)
-    x, y = _as_x(x), np.asarray(y, np.float64)
-    n = int(y.shape[0])
+    n = int(np.shape(y)[0])
     if sigma is not None:
         sigma = np.asarray(sigma, np.float64)
         if sigma.ndim == 2:
             sigma = np.linalg.cholesky(sigma)  # lower factor L: r = L^-1 (f - y)
             pad_to, tile = n, n
-    if pad_to > n:
-        x, y = _pad_last(x, pad_to), _pad_last(y, pad_to)
-        sigma = None if sigma is None else _pad_last(sigma, pad_to)
+    x, y = _device_array(x, pad_to), _device_array(y, pad_to)
+    if sigma is not None and sigma.ndim == 1:
+        sigma = _device_array(sigma, pad_to)
     settings = as_settings(options, p0.shape[0])
     out, compile_s, run_s = run_loop(
         fn, options.loss, tile, p0, lower, upper, x, y, sigma, n, options.f_scale, settings

@@ -191,8 +191,10 @@ def _strictly_feasible(x, lb, ub):
     """SciPy's make_strictly_feasible(rstep=0): move points on a bound one ulp inside."""
     x = jnp.where(x <= lb, jnp.nextafter(lb, ub), x)
     x = jnp.where(x >= ub, jnp.nextafter(ub, lb), x)
-    tight = (x < lb) | (x > ub)
-    return jnp.where(tight, 0.5 * (lb + ub), x)
+    tight = (x < lb) | (x > ub)  # only possible when both bounds are finite
+    both = jnp.isfinite(lb) & jnp.isfinite(ub)
+    mid = 0.5 * (jnp.where(both, lb, 0.0) + jnp.where(both, ub, 0.0))
+    return jnp.where(tight & both, mid, x)
 
 
 def _scales(state: TRState, lb, ub):
@@ -258,7 +260,7 @@ def _solve_subproblem(a_mat, g_h, delta, alpha0, n_points):
 
 
 def _select_step(x, hh, diag_h, g_h, p, p_h, d, delta, lb, ub, theta):
-    """SciPy's TRF select_step: truncated, reflected or Cauchy step, best on the model.
+    r"""SciPy's TRF select_step: truncated, reflected or Cauchy step, best on the model.
 
     Every model value below is a quadratic form in three directions, the TR step
     :math:`\hat p`, its reflection :math:`\hat r` and :math:`-\hat g`, so two 3x3 Gram
