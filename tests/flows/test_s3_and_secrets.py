@@ -91,3 +91,51 @@ def test_missing_bucket_fails_before_the_fit(s3_server, decay_npz):
         runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
     assert not [r for r in runs if r.name.startswith("fit-")]
     assert not fsspec.filesystem("s3", **options).exists("no-such-bucket-nlsq")
+
+
+@pytest.fixture(scope="module")
+def strict_s3():
+    """A second moto server (own process, 127.0.0.1) that checks credentials: moto enforces
+    IAM auth when INITIAL_NO_AUTH_ACTION_COUNT is 0, so a key it never issued is refused."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    pytest.importorskip("moto.server")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(300):  # bounded wait for the port
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.1)
+        else:
+            pytest.fail("the strict moto server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_wrong_credentials_fail_before_writing(strict_s3, decay_npz):
+    from flows import FitRequest, fit_flow
+
+    wrong = {"key": "AKIAWRONGKEY00000000", "secret": "wrong-secret-never-shown-42",
+             "client_kwargs": {"endpoint_url": strict_s3, "region_name": "eu-west-1"},
+             "config_kwargs": {"retries": {"max_attempts": 1}}}
+    request = FitRequest.model_validate({
+        "data": {"uri": str(decay_npz)}, "model": "a*exp(-b*x) + c", "p0": [1.0, 1.0, 0.0],
+        "storage_uri": "s3://some-bucket/run", "storage": {"storage_options": wrong},
+    })
+    state = fit_flow(request, return_state=True)
+    assert state.is_failed()
+    msg = failure_message(state)
+    assert "some-bucket" in msg and "access denied" in msg and "check the credentials" in msg, msg
+    assert "wrong-secret-never-shown-42" not in msg
