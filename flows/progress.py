@@ -7,7 +7,9 @@ be invoked from a thread that is not the task's (a JAX host callback), so the Pr
 context of the task is captured when the reporter is built and entered for each update.
 
 Progress is reported as a percentage of the *evaluation budget*: one pass is one
-evaluation of the streaming solver, so ``100 * (pass - 1 + chunk / n_chunks) / max_passes``.
+evaluation of the streaming solver, so ``100 * (pass - 1 + (chunk + 1) / n_chunks) / max_passes``
+(capped at 99 until the fit ends). The in-memory solvers run as one compiled loop and
+report only a start and a done event.
 A fit that converges early jumps to 100 at the end; the description always says where it is.
 """
 
@@ -72,7 +74,8 @@ class ProgressReporter:
     def percent(self, event: dict) -> float:
         passes = float(event.get("pass") or 0)
         chunk, n_chunks = event.get("chunk"), event.get("n_chunks")
-        within = (float(chunk) / float(n_chunks)) if chunk is not None and n_chunks else 1.0
+        # chunks are numbered from 0: chunk j done means j + 1 of n_chunks read
+        within = (float(chunk) + 1.0) / float(n_chunks) if chunk is not None and n_chunks else 1.0
         done = max(passes - 1.0, 0.0) + min(within, 1.0)
         return float(min(99.0, 100.0 * done / self.max_passes))
 

@@ -115,7 +115,7 @@ def inspect_data(data: DataSpec) -> dict[str, Any]:
 @task(name="plan-fit", **_COMMON)
 def plan_fit(info: dict, checked: dict, settings: FitSettings) -> dict[str, Any]:
     """Memory budget and strategy (with its reason), honouring a fixed strategy and memory_limit_gb."""
-    from nlsq_tasks.workflow import MemoryBudget, MemoryBudgetSelector
+    from nlsq_tasks.workflow import MemoryBudgetSelector
 
     n, k, p = int(info["n_points"]), int(info["n_features"]), int(checked["n_params"])
     forced = settings.overrides.as_updates().get("strategy")
@@ -130,7 +130,7 @@ def plan_fit(info: dict, checked: dict, settings: FitSettings) -> dict[str, Any]
         "config": decision.to_dict()["config"],
         "memory_strategy": decision.strategy.value,
         "preset_name": checked["preset_name"],
-        "goal": settings.goal_name,
+        "goal": settings.goal_name or checked["preset"].get("goal"),
     }
     if fixed:
         who = "the request's overrides" if forced else f"preset '{checked['preset_name']}'"

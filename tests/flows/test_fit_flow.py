@@ -176,3 +176,14 @@ def test_default_storage_is_named_after_the_run(decay_npz, tmp_path, monkeypatch
     state, out = _run(_request(decay_npz, tmp_path, storage_uri=None))
     assert Path(out["storage_uri"]).parent == tmp_path / "nlsq_results"
     assert (Path(out["storage_uri"]) / "results" / "manifest.json").exists()
+
+
+def test_without_matplotlib_the_flow_runs_and_says_the_plot_was_skipped(decay_npz, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
+    state, out = _run(_request(decay_npz, tmp_path / "np", preset="standard", plot=True))
+    assert any("plot was skipped" in n for n in out["notes"])
+    assert "plot" not in out["uris"] and not (tmp_path / "np" / "results" / "fit.png").exists()
+    report = {a.key: a for a in flow_run_artifacts(state.state_details.flow_run_id)}["nlsq-fit-report"].data
+    assert "plot was skipped" in report
