@@ -37,6 +37,17 @@ def test_batch_with_one_bad_dataset(tmp_path):
     # nothing was written for the bad data set
     assert not any("run9" in p.name for p in (tmp_path / "out").iterdir())
 
+    # bounded concurrency: never more than max_concurrency fit-dataset task runs at once
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])))
+    spans = [(r.start_time, r.end_time) for r in runs if r.name.startswith("fit-dataset")]
+    assert len(spans) == 3
+    most = max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
+    assert most <= 2
+
     arts = {a.key: a for a in flow_run_artifacts(state.state_details.flow_run_id)}
     table = arts["nlsq-batch-summary"].data
     rows = json.loads(table) if isinstance(table, str) else table

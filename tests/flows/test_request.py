@@ -72,3 +72,17 @@ def test_batch_request_builds_one_data_spec_per_uri():
     assert (one.uri, one.x, one.y) == ("b.csv", "t", "v")
     with pytest.raises(ValidationError, match="max_concurrency"):
         BatchFitRequest.model_validate({"data": {"uris": ["a"]}, "model": "a*x", "max_concurrency": 0})
+
+
+def test_prefect_builds_the_deployment_form_from_the_flow_signature():
+    """What `prefect deploy` stores as the parameter schema the UI renders."""
+    from prefect.utilities.callables import parameter_schema
+
+    from flows import batch_fit_flow, fit_flow
+
+    for flow_obj, model_name in ((fit_flow, "FitRequest"), (batch_fit_flow, "BatchFitRequest")):
+        schema = parameter_schema(flow_obj.fn).model_dump()
+        assert schema["required"] == ["request"]
+        assert schema["properties"]["request"]["$ref"].endswith(model_name)
+        defs = schema["definitions"]
+        assert defs["Goal"]["enum"][-1] == "quality" and "PresetName" in defs
