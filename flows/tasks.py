@@ -121,8 +121,9 @@ def plan_fit(info: dict, checked: dict, settings: FitSettings) -> dict[str, Any]
     forced = settings.overrides.as_updates().get("strategy")
     fixed = checked.get("preset_strategy")  # the preset after the request's overrides
     selector = MemoryBudgetSelector()
+    # On a GPU worker the fit runs on the GPU: plan against its free memory.
     selector.select(n_points=n, n_params=p, n_features=k, memory_limit_gb=settings.memory_limit_gb,
-                    goal=settings.goal_name)
+                    goal=settings.goal_name, use_gpu=_has_gpu())
     decision = selector.last_decision
     plan = {
         "n_points": n, "n_features": k, "n_params": p,
@@ -142,8 +143,19 @@ def plan_fit(info: dict, checked: dict, settings: FitSettings) -> dict[str, Any]
         plan["reason"] = decision.reason
     chunk = checked["preset"].get("chunk_size") or (plan["config"] or {}).get("chunk_size")
     plan["chunk_size"] = int(min(max(chunk or 65536, 1000), 1_000_000))
+    if plan["strategy"] != "standard" and f"{plan['chunk_size']:,} points" not in plan["reason"]:
+        plan["reason"] += f"; chunks of {plan['chunk_size']:,} points"
     plan["validate"] = bool(settings.goal_name == "quality" or checked.get("preset_validates"))
     return plan
+
+
+def _has_gpu() -> bool:
+    import jax
+
+    try:
+        return any(d.platform == "gpu" for d in jax.devices())
+    except RuntimeError:  # no backend could be initialised
+        return False
 
 
 # -- 3. the fits ----------------------------------------------------------------------------
