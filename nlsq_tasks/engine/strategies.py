@@ -77,7 +77,7 @@ def _run(fn, x, y, sigma, p0, lower, upper, options, param_names, *, tile, pad_t
     if sigma is not None and sigma.ndim == 1:
         sigma = _device_array(sigma, pad_to)
     settings = as_settings(options, p0.shape[0])
-    out, compile_s, run_s = run_loop(
+    out, timings = run_loop(
         fn, options.loss, tile, p0, lower, upper, x, y, sigma, n, options.f_scale, settings
     )
     return build_result(
@@ -88,7 +88,7 @@ def _run(fn, x, y, sigma, p0, lower, upper, options, param_names, *, tile, pad_t
         lower=lower,
         upper=upper,
         strategy=strategy,
-        timings={"compile_s": compile_s, "run_s": run_s},
+        timings=timings,
     )
 
 
