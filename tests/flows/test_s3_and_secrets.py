@@ -38,16 +38,20 @@ def test_s3_streaming_fit_and_no_credentials_anywhere(s3_bucket):
     prefix, options = s3_bucket
     fs = fsspec.filesystem("s3", **options)
     _put_npz(fs, f"{prefix[5:]}/in/decay.npz", 3000)
+    # a user's preset, fetched from S3 with the storage credentials
+    fs.pipe_file(f"{prefix[5:]}/presets/mine.yaml",
+                 b"name: s3-streaming\nstrategy: streaming\ntolerance: 1.0e-8\nchunk_size: 1000\n"
+                 b"checkpoint:\n  enabled: true\n  every_chunks: 1\n")
     request = FitRequest.model_validate({
         "data": {"uri": f"{prefix}/in/decay.npz", "sigma": "sigma", "storage_options": options},
         "model": "a*exp(-b*x) + c", "p0": [1.0, 1.0, 0.0], "absolute_sigma": True,
-        "preset": "streaming", "overrides": {"chunk_size": 1000, "checkpoint_every": 1},
+        "preset": f"{prefix}/presets/mine.yaml",
         "storage_uri": f"{prefix}/runs/r1", "storage": {"storage_options": options}, "plot": True,
     })
     state = fit_flow(request, return_state=True)
     assert state.is_completed(), failure_message(state)
     out = state.result()
-    assert out["strategy"] == "streaming"
+    assert out["strategy"] == "streaming" and "preset 's3-streaming'" in out["reason"]
     for name, true in zip("abc", TRUE):
         assert abs(out["params"][name] - true) < 0.05
     stored = fs.find(f"{prefix[5:]}/runs/r1")
@@ -139,3 +143,22 @@ def test_wrong_credentials_fail_before_writing(strict_s3, decay_npz):
     msg = failure_message(state)
     assert "some-bucket" in msg and "access denied" in msg and "check the credentials" in msg, msg
     assert "wrong-secret-never-shown-42" not in msg
+
+
+def test_batch_over_an_s3_glob(s3_bucket):
+    from flows import BatchFitRequest, batch_fit_flow
+
+    prefix, options = s3_bucket
+    fs = fsspec.filesystem("s3", **options)
+    for i in range(2):
+        _put_npz(fs, f"{prefix[5:]}/many/set{i}.npz", 1200)
+    request = BatchFitRequest.model_validate({
+        "data": {"glob": f"{prefix}/many/*.npz", "storage_options": options},
+        "model": "a*exp(-b*x) + c", "p0": [1.0, 1.0, 0.0], "preset": "standard", "plot": False,
+        "storage_uri": f"{prefix}/batch", "storage": {"storage_options": options},
+    })
+    state = batch_fit_flow(request, return_state=True)
+    assert state.is_completed(), failure_message(state)
+    out = state.result()
+    assert out["n_ok"] == 2 and [o["uri"] for o in out["outcomes"]] == [f"{prefix}/many/set{i}.npz" for i in range(2)]
+    assert len([p for p in fs.find(f"{prefix[5:]}/batch") if p.endswith("manifest.json")]) == 2
