@@ -80,7 +80,8 @@ def _build_request(args) -> Any:
     from .request import FitRequest
 
     payload: dict[str, Any] = {
-        "data": {"uri": args.data, "format": args.format, "x": args.x, "y": args.y, "sigma": args.sigma},
+        "data": {"uri": args.data, "format": args.format, "x": _key(args.x), "y": _key(args.y),
+                 "sigma": _key(args.sigma), "ignore_sigma": args.ignore_sigma},
         "model": args.model,
         "preset": args.preset,
         "goal": args.goal,
@@ -98,6 +99,14 @@ def _build_request(args) -> Any:
     if overrides:
         payload["overrides"] = overrides
     return FitRequest.model_validate(payload)
+
+
+def _key(text: Optional[str]):
+    """A column name, or an index for .npy columns ("0"); a comma-separated list for several x."""
+    if text is None:
+        return None
+    parts = [int(p) if p.strip().lstrip("-").isdigit() else p.strip() for p in text.split(",")]
+    return parts if len(parts) > 1 else parts[0]
 
 
 def _run_and_print(request, as_json: bool) -> int:
@@ -256,9 +265,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--chunk-size", type=int, dest="chunk_size")
     r.add_argument("--max-nfev", type=int, dest="max_nfev")
     r.add_argument("--format", default="auto", choices=["auto", "npy", "npz", "csv", "parquet"])
-    r.add_argument("--x", default="x")
-    r.add_argument("--y", default="y")
-    r.add_argument("--sigma")
+    r.add_argument("--x", help="x column/key (npy: index; several features: a,b)")
+    r.add_argument("--y", help="y column/key")
+    r.add_argument("--sigma", help="sigma column/key (default: the file's sigma if any)")
+    r.add_argument("--ignore-sigma", action="store_true", dest="ignore_sigma")
     r.add_argument("--absolute-sigma", action="store_true", dest="absolute_sigma")
     r.add_argument("--no-plot", action="store_true", dest="no_plot")
     r.add_argument("--no-resume", action="store_true", dest="no_resume")

@@ -139,16 +139,20 @@ class DataSpec(StorageCredentials):
         examples=["./data.npz", "s3://bucket/run42/data.npz"],
     )
     format: DataFormat = Field(DataFormat.AUTO, description="File layout; auto reads it from the suffix.")
-    x: str = Field("x", min_length=1, max_length=128, description="Name of the x column/key (npz member, csv or parquet column).")
-    y: str = Field("y", min_length=1, max_length=128, description="Name of the y column/key.")
-    sigma: Optional[str] = Field(
-        None, max_length=128, description="Name of the per-point sigma column/key; empty for unweighted data."
+    x: Optional[Union[int, str, list[Union[int, str]]]] = Field(
+        None, description="x column/key: a name (npz member, csv/parquet column), a column index (npy), "
+        "or a list of them for several features. Empty: 'x' (npy: column 0).",
     )
+    y: Optional[Union[int, str]] = Field(None, description="y column/key. Empty: 'y' (npy: column 1).")
+    sigma: Optional[Union[int, str]] = Field(
+        None, description="Per-point sigma column/key. Empty: the file's 'sigma' (npy: column 2 of 3) if it has one."
+    )
+    ignore_sigma: bool = Field(False, description="Fit unweighted even if the file has a sigma column.")
 
-    @field_validator("sigma")
+    @field_validator("x", "y", "sigma")
     @classmethod
-    def _empty_sigma_is_none(cls, v: Optional[str]) -> Optional[str]:
-        return v or None
+    def _empty_is_default(cls, v: Any) -> Any:
+        return None if v == "" or v == [] else v
 
 
 class BatchDataSpec(StorageCredentials):
@@ -159,9 +163,10 @@ class BatchDataSpec(StorageCredentials):
         None, description="A glob over an fsspec URL, e.g. s3://bucket/runs/*.npz (added to uris)."
     )
     format: DataFormat = DataFormat.AUTO
-    x: str = Field("x", min_length=1, max_length=128)
-    y: str = Field("y", min_length=1, max_length=128)
-    sigma: Optional[str] = Field(None, max_length=128)
+    x: Optional[Union[int, str, list[Union[int, str]]]] = Field(None, description="As DataSpec.x.")
+    y: Optional[Union[int, str]] = Field(None, description="As DataSpec.y.")
+    sigma: Optional[Union[int, str]] = Field(None, description="As DataSpec.sigma.")
+    ignore_sigma: bool = False
 
     @model_validator(mode="after")
     def _something_to_fit(self) -> "BatchDataSpec":
@@ -171,7 +176,7 @@ class BatchDataSpec(StorageCredentials):
 
     def one(self, uri: str) -> DataSpec:
         return DataSpec(
-            uri=uri, format=self.format, x=self.x, y=self.y, sigma=self.sigma,
+            uri=uri, format=self.format, x=self.x, y=self.y, sigma=self.sigma, ignore_sigma=self.ignore_sigma,
             storage_options=self.storage_options, storage_options_block=self.storage_options_block,
         )
 

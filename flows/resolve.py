@@ -177,5 +177,7 @@ def fit_keywords(settings: FitSettings) -> dict[str, Any]:
 def data_keywords(data: DataSpec) -> dict[str, Any]:
     """How nlsq_tasks.io reads this data set (format and the x/y/sigma names)."""
     fmt = None if data.format == DataFormat.AUTO else data.format.value
-    # sigma None: "the sigma column/member if there is one" (nlsq_tasks.io's rule).
-    return {"format": fmt, "x_key": data.x, "y_key": data.y, "sigma_key": data.sigma}
+    # None: the format's default (nlsq_tasks.io's rule: 'x', 'y', and 'sigma' when the file
+    # has one; npy columns 0, 1, 2); sigma_key False ignores a sigma column.
+    sigma = False if data.ignore_sigma else data.sigma
+    return {"format": fmt, "x_key": data.x, "y_key": data.y, "sigma_key": sigma}

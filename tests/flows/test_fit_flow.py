@@ -171,11 +171,21 @@ def test_user_preset_file_drives_the_fit(decay_npz, tmp_path):
     assert summary["tolerances"]["ftol"] == pytest.approx(1e-9)
 
 
-def test_default_storage_is_named_after_the_run(decay_npz, tmp_path, monkeypatch):
+def test_default_storage_is_named_after_the_run_and_npy_columns_default(decay_npz, tmp_path, monkeypatch):
+    """A 2-D .npy table: x, y, sigma are columns 0, 1, 2 unless the request names others."""
     monkeypatch.chdir(tmp_path)
-    state, out = _run(_request(decay_npz, tmp_path, storage_uri=None))
+    with np.load(decay_npz) as z:
+        np.save(tmp_path / "table.npy", np.stack([z["x"], z["y"], z["sigma"]], axis=1))
+    request = _request(decay_npz, tmp_path, storage_uri=None)
+    request = request.model_copy(update={"data": request.data.model_copy(update={"uri": str(tmp_path / "table.npy"),
+                                                                              "sigma": None})})
+    state, out = _run(request)
+    _assert_close_to_truth(out)
+    assert out["statistics"]["n_points"] == 4000
     assert Path(out["storage_uri"]).parent == tmp_path / "nlsq_results"
     assert (Path(out["storage_uri"]) / "results" / "manifest.json").exists()
+    # reduced chi2 ~ 1 only if the sigma column (0.05) was used with absolute_sigma
+    assert 0.8 < out["statistics"]["redchi"] < 1.2
 
 
 def test_without_matplotlib_the_flow_runs_and_says_the_plot_was_skipped(decay_npz, tmp_path, monkeypatch):
