@@ -15,7 +15,7 @@ the step in scaled variables solves :math:`\\min \\hat g^T \\hat p + \\tfrac12 \
 subject to :math:`\\|\\hat p\\| \\le \\Delta`: the Gauss-Newton step when it is inside,
 otherwise :math:`(\\hat H + C + \\alpha I)\\hat p = -\\hat g` with :math:`\\alpha` found by a
 bounded number of safeguarded Newton iterations on :math:`\\|\\hat p(\\alpha)\\| = \\Delta`
-using one ``eigh`` of the ``p x p`` matrix. Then SciPy's ``select_step``: the step truncated
+using one Cholesky factorization of the ``p x p`` matrix per iteration. Then SciPy's ``select_step``: the step truncated
 at the first bound, its reflection, and the scaled Cauchy step are compared on the
 quadratic model, and the trial point is made strictly feasible (step-back factor
 :math:`\\theta = \\max(0.995, 1 - \\|g v\\|_\\infty)`). Ratio test, radius update and the
@@ -223,19 +223,24 @@ def _solve_subproblem(a_mat, g_h, delta, alpha0, n_points):
     p_gn = -sj * jax.scipy.linalg.cho_solve((safe_chol, True), sj * g_h)
     gn_inside = full_rank & (_norm(p_gn) <= delta)
 
-    # Levenberg-Marquardt family from eigh(A): A = V diag(s^2) V^T, suf = V^T g_h.
-    lam, vec = jnp.linalg.eigh(a_mat)
-    s2 = jnp.maximum(lam, 0.0)
-    suf = _matvec(vec.T, g_h)
+    # Levenberg-Marquardt family p(alpha) = -(A + alpha I)^-1 g_h, one Cholesky per trial
+    # alpha (MINPACK's way; SciPy uses an SVD, which is the same function of alpha):
+    #   phi(alpha) = ||p|| - delta,  phi'(alpha) = -p^T (A + alpha I)^-1 p / ||p||.
+    eye = jnp.eye(n_params, dtype=a_mat.dtype)
+    tiny = EPS * jnp.maximum(jnp.max(jnp.abs(dg)), 1e-300)
 
-    def phi(alpha):
-        den = s2 + alpha
-        den = jnp.where(den > 0, den, EPS)
-        pn = _norm(suf / den)
-        return pn - delta, -jnp.sum(suf**2 / den**3) / jnp.where(pn > 0, pn, 1.0)
+    def lm_step(alpha):
+        chol_a = jnp.linalg.cholesky(a_mat + jnp.maximum(alpha, tiny) * eye)
+        chol_a = jnp.where(jnp.all(jnp.isfinite(chol_a)), chol_a, eye)
+        p = -jax.scipy.linalg.cho_solve((chol_a, True), g_h)
+        q = jax.scipy.linalg.solve_triangular(chol_a, p, lower=True)
+        pn = _norm(p)
+        return p, pn - delta, -jnp.sum(q * q) / jnp.where(pn > 0, pn, 1.0)
 
-    alpha_upper = _norm(suf) / delta
-    phi0, dphi0 = phi(0.0)
+    q0 = jax.scipy.linalg.solve_triangular(safe_chol, sj * p_gn, lower=True)
+    pn0 = _norm(p_gn)
+    phi0, dphi0 = pn0 - delta, -jnp.sum(q0 * q0) / jnp.where(pn0 > 0, pn0, 1.0)
+    alpha_upper = _norm(g_h) / delta
     alpha_lower = jnp.where(full_rank, -phi0 / jnp.where(dphi0 != 0, dphi0, -1.0), 0.0)
     reset = lambda lo, hi: jnp.maximum(0.001 * hi, jnp.sqrt(jnp.maximum(lo * hi, 0.0)))  # noqa: E731
     alpha = jnp.where((~full_rank) & (alpha0 == 0), reset(alpha_lower, alpha_upper), alpha0)
@@ -243,7 +248,7 @@ def _solve_subproblem(a_mat, g_h, delta, alpha0, n_points):
     def body(_, carry):
         alpha, lo, hi, done = carry
         a = jnp.where((alpha < lo) | (alpha > hi), reset(lo, hi), alpha)
-        ph, dph = phi(a)
+        _, ph, dph = lm_step(a)
         hi_n = jnp.where(ph < 0, a, hi)
         ratio = ph / jnp.where(dph != 0, dph, -1.0)
         lo_n = jnp.maximum(lo, a - ratio)
@@ -252,8 +257,7 @@ def _solve_subproblem(a_mat, g_h, delta, alpha0, n_points):
         return keep(a_n, alpha), keep(lo_n, lo), keep(hi_n, hi), done | (jnp.abs(ph) < 0.01 * delta)
 
     alpha, _, _, _ = lax.fori_loop(0, _MAX_ALPHA_ITERS, body, (alpha, alpha_lower, alpha_upper, jnp.array(False)))
-    den = s2 + alpha
-    p_lm = -_matvec(vec, suf / jnp.where(den > 0, den, EPS))
+    p_lm, _, _ = lm_step(alpha)
     pn = _norm(p_lm)
     p_lm = p_lm * (delta / jnp.where(pn > 0, pn, 1.0))
     return jnp.where(gn_inside, p_gn, p_lm), jnp.where(gn_inside, 0.0, alpha)
