@@ -256,7 +256,8 @@ def fit_streaming(data: DataSpec, settings: FitSettings, checked: dict, plan: di
     model = R.resolve_request_model(settings.model)
     source = open_source(data.uri, storage_options=data.resolved_options(), chunk_size=plan["chunk_size"],
                          **R.data_keywords(data))
-    store = CheckpointStore(R.layout(storage_uri)["checkpoints_dir"], settings.storage.resolved_options())
+    keep = int((checked["preset"].get("checkpoint") or {}).get("keep_last") or 3)
+    store = CheckpointStore(R.layout(storage_uri)["checkpoints_dir"], settings.storage.resolved_options(), keep_last=keep)
     kwargs = _fit_arguments(settings, checked, plan)
     reporter = _progress_reporter(plan)
     kwargs.update(checkpoint=store if settings.resume else _FreshStart(store), progress=reporter)
