@@ -86,3 +86,27 @@ def test_prefect_builds_the_deployment_form_from_the_flow_signature():
         assert schema["properties"]["request"]["$ref"].endswith(model_name)
         defs = schema["definitions"]
         assert defs["Goal"]["enum"][-1] == "quality" and "PresetName" in defs
+
+
+def test_registered_models_are_found_by_name_and_import_paths_never_are():
+    import jax.numpy as jnp
+
+    from flows import register_model, registered_models, unregister_model
+    from flows.resolve import RequestError, resolve_request_model
+
+    def lab_decay(x, amp, rate):
+        return amp * jnp.exp(-rate * x)
+
+    register_model("lab-decay", lab_decay)
+    try:
+        assert "lab-decay" in registered_models()
+        assert list(resolve_request_model("lab-decay").param_names) == ["amp", "rate"]
+        FitRequest.model_validate(_ok(model="lab-decay"))
+    finally:
+        unregister_model("lab-decay")
+    # gone from the registry: the same string is now only an expression ("lab - decay")
+    assert list(resolve_request_model("lab-decay").param_names) != ["amp", "rate"]
+    with pytest.raises(RequestError, match="model"):
+        resolve_request_model("__import__('os')")
+    with pytest.raises(ValueError, match="not allowed"):
+        register_model("os.system", lab_decay)
