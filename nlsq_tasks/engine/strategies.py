@@ -44,6 +44,15 @@ def _aligned_empty(shape, dtype=np.float64) -> np.ndarray:
     return raw[off : off + n].reshape(shape)
 
 
+def _pad_last(a: np.ndarray, n_to: int) -> np.ndarray:
+    """``a`` with its last axis padded to ``n_to`` by repeating the edge value (a host
+    copy; kept for nlsq_tasks.engine.multistart, which lays data out as standard does)."""
+    extra = n_to - a.shape[-1]
+    if extra == 0:
+        return a
+    return np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, extra)], mode="edge")
+
+
 def _device_array(a: np.ndarray, n_to: int):
     """``a`` (float64, last axis padded with edge values up to ``n_to``) as a device array.
 
