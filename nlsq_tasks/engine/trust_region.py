@@ -36,6 +36,10 @@ Driving the iteration (all functions pure and jittable; ``options`` is a
         neq   = <one data pass at prop.p_trial>
         state = tr_update(state, prop, neq, lower, upper, options)
 
+Shapes (stable since the first commit): ``tr_propose`` returns a :class:`Proposal`, not a
+bare step (the step is ``.step``, the point to evaluate ``.p_trial``, strictly feasible);
+``tr_update`` takes that Proposal, because the ratio test needs its predicted reduction.
+
 ``tr_update`` counts the evaluation (``nfev``), accepts or rejects, shrinks or grows the
 radius, sets ``status`` (``RUNNING`` until one of FitStatus' stop codes), and bounds the
 loop by ``max_nfev``. On acceptance ``state.neq`` is the trial's normal equations, so the

@@ -49,8 +49,11 @@ def _fit(runner, problem, case, **kw):
     return runner(gauss_bg, x, y, sigma if c["sigma"] else None, p0, lo, hi, opts, ["a", "mu", "w", "c"], **kw)
 
 
-@pytest.mark.parametrize("case", list(CASES))
-@pytest.mark.parametrize("chunk_size", [128, 250, 5000])  # 1000 = 7*128 + 104; 4*250; one short chunk
+@pytest.mark.parametrize(
+    "case, chunk_size",
+    # 1000 = 7*128 + 104 (overlapping last chunk); 4*250 (exact); 5000 (one chunk, shorter)
+    [(c, k) for c in CASES for k in (128, 5000)] + [("robust", 250), ("plain", 250)],
+)
 def test_chunked_equals_standard(problem, case, chunk_size):
     std = _fit(run_standard, problem, case)
     chk = _fit(run_chunked, problem, case, chunk_size=chunk_size)
