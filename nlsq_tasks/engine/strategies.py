@@ -106,10 +106,14 @@ def run_standard(
 ) -> FitResult:
     """Fit with all data in memory (padded to a size bucket, walked in cache-sized tiles)."""
     n = int(np.shape(y)[0])
+    size = bucket_size(n)
+    # Up to a few tiles' worth the data is one block (no scan, no partial last tile);
+    # above, bucket sizes m * 2**e (e >= 13) are multiples of STANDARD_TILE, so the
+    # tiles fit exactly.
+    tile = size if size <= 4 * STANDARD_TILE else STANDARD_TILE
     return _run(
-        fn, x, y, sigma, p0, lower, upper, options, param_names,
-        tile=STANDARD_TILE, pad_to=bucket_size(n), strategy="standard",
-    )  # fmt: skip
+        fn, x, y, sigma, p0, lower, upper, options, param_names, tile=tile, pad_to=size, strategy="standard"
+    )
 
 
 def run_chunked(
