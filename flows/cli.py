@@ -26,15 +26,6 @@ from contextlib import contextmanager
 from typing import Any, Optional, Sequence
 
 
-class _DropMissingLimitWarning(logging.Filter):
-    """The per-worker GPU limit is optional (see flows.tasks); on a laptop it never exists,
-    and Prefect's warning about it would be the only line between the report and the user."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        msg = record.getMessage()
-        return not (msg.startswith("Concurrency limits") and "do not exist" in msg)
-
-
 def _quiet_prefect_defaults(prefect_home: Optional[str] = None) -> None:
     """Terminal defaults; explicit user settings (environment, profile) always win.
 
@@ -49,7 +40,6 @@ def _quiet_prefect_defaults(prefect_home: Optional[str] = None) -> None:
     if "PREFECT_LOGGING_LEVEL" not in os.environ:
         for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
             logging.getLogger(name).setLevel(logging.WARNING)
-    logging.getLogger("prefect.task_runs").addFilter(_DropMissingLimitWarning())
 
 
 @contextmanager

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from flow_helpers import TRUE, failure_message, flow_run_artifacts, write_npz
+from flow_helpers import TRUE, failure_message, flow_run_artifacts
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
