@@ -6,7 +6,8 @@ cannot drift apart:
 
 - **standard**: ``n`` is padded (edge values, masked out) up to a 1/8-octave size bucket so
   that nearby sizes reuse one compiled solver; the pass walks the data in cache-sized tiles
-  of ``STANDARD_TILE`` points. A 2-D ``sigma`` (covariance) is whitened with its Cholesky
+  of ``STANDARD_TILE`` points (one block up to ``4 * STANDARD_TILE``; see
+  :func:`standard_layout`, which other in-memory paths should use to lay data out alike). A 2-D ``sigma`` (covariance) is whitened with its Cholesky
   factor and the data is then one tile.
 - **chunked**: no padding: the pass walks the caller's arrays in ``chunk_size`` tiles,
   the last one taken flush with the end and its overlap masked. Peak memory is the data
@@ -101,16 +102,21 @@ def _run(fn, x, y, sigma, p0, lower, upper, options, param_names, *, tile, pad_t
     )
 
 
+def standard_layout(n: int) -> tuple[int, int]:
+    """``(padded size, tile)`` the standard strategy uses for ``n`` points.
+
+    Up to a few tiles' worth, the data is one block (no scan, no partial last tile); above,
+    bucket sizes ``m * 2**e`` (``e >= 13``) are multiples of STANDARD_TILE: tiles fit exactly.
+    """
+    size = bucket_size(n)
+    return size, (size if size <= 4 * STANDARD_TILE else STANDARD_TILE)
+
+
 def run_standard(
     fn, x, y, sigma, p0, lower, upper, options: SolverOptions, param_names: Sequence[str]
 ) -> FitResult:
     """Fit with all data in memory (padded to a size bucket, walked in cache-sized tiles)."""
-    n = int(np.shape(y)[0])
-    size = bucket_size(n)
-    # Up to a few tiles' worth the data is one block (no scan, no partial last tile);
-    # above, bucket sizes m * 2**e (e >= 13) are multiples of STANDARD_TILE, so the
-    # tiles fit exactly.
-    tile = size if size <= 4 * STANDARD_TILE else STANDARD_TILE
+    size, tile = standard_layout(int(np.shape(y)[0]))
     return _run(
         fn, x, y, sigma, p0, lower, upper, options, param_names, tile=tile, pad_to=size, strategy="standard"
     )
