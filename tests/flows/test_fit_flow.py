@@ -122,6 +122,7 @@ def test_quality_goal_runs_validation_task_and_writes_validation_json(decay_npz,
         ({"preset": "no_such_preset"}, "preset", "unknown preset"),
         ({"preset": "/nonexistent/dir/p.yaml"}, "preset", "does not exist"),
         ({"model": "__import__('os').system('echo hi')"}, "model", "not a usable model"),
+        ({"model": "a*exp(-b*x"}, "model", "not a usable model"),  # malformed
         ({"p0": [1.0, 2.0]}, "p0", "3 parameters"),
     ],
 )
