@@ -74,6 +74,7 @@ from .status import FitStatus
 EPS = float(jnp.finfo(jnp.float64).eps)
 RUNNING = int(FitStatus.RUNNING)
 _MAX_ALPHA_ITERS = 10  # SciPy's solve_lsq_trust_region default
+_NFEV_CAP = 2**31 - 2  # max_nfev is an int32 in the compiled loop (which also adds 1)
 
 
 class TRSettings(NamedTuple):
@@ -95,7 +96,7 @@ def as_settings(options, n_params: int) -> TRSettings:
     # one by one costs more (~0.1 ms each) than the whole loop on small data
     xs = None if isinstance(o.x_scale, str) else np.broadcast_to(np.asarray(o.x_scale, np.float64), (n_params,)).copy()
     return TRSettings(
-        np.float64(o.ftol), np.float64(o.xtol), np.float64(o.gtol), np.int32(o.max_evaluations(n_params)), xs
+        np.float64(o.ftol), np.float64(o.xtol), np.float64(o.gtol), np.int32(min(o.max_evaluations(n_params), _NFEV_CAP)), xs
     )
 
 
