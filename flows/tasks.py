@@ -171,7 +171,26 @@ def plan_fit(info: dict, checked: dict, settings: FitSettings) -> dict[str, Any]
     if plan["strategy"] != "standard" and f"{plan['chunk_size']:,} points" not in plan["reason"]:
         plan["reason"] += f"; chunks of {plan['chunk_size']:,} points"
     plan["validate"] = bool(settings.goal_name == "quality" or checked.get("preset_validates"))
+    _record_cluster(plan)
     return plan
+
+
+def _record_cluster(plan: dict) -> None:
+    """On PBS/SLURM or a multi-GPU node, record the cluster and its distributed config.
+
+    The fit itself runs in this one process; the record tells the user (and the report)
+    which allocation the run saw, and the distributed config's chunk size and checkpoint
+    frequency apply to streaming fits.
+    """
+    from nlsq_tasks.workflow import ClusterDetector, create_distributed_config
+
+    cluster = ClusterDetector().detect()
+    if cluster is None:
+        return
+    plan["cluster"] = cluster.to_dict()
+    plan["distributed"] = create_distributed_config(cluster)
+    plan["reason"] += (f"; cluster: {cluster.scheduler} job {cluster.job_id}, {cluster.node_count} node(s), "
+                       f"{cluster.total_gpus} GPU(s)")
 
 
 def _has_gpu() -> bool:
@@ -269,6 +288,9 @@ class _FreshStart:
 
     def load_latest(self, fingerprint):
         return None
+
+    def child(self, name):
+        return _FreshStart(self.sink.child(name))
 
 
 @task(name="fit-streaming", **_RETRYING)

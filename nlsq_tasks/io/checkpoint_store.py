@@ -148,6 +148,12 @@ class CheckpointStore:
     def __repr__(self) -> str:
         return f"CheckpointStore({scrub(self.uri)!r}, storage_options={redact_options(self.storage_options)!r}, keep_last={self.keep_last})"
 
+    def child(self, name: str) -> "CheckpointStore":
+        """A store for a sub-problem (e.g. one multi-start refinement) at ``<uri>/<name>``."""
+        if not name or "/" in name or name.startswith("."):
+            raise ValueError(f"child name {name!r} must be a plain, non-empty directory name")
+        return CheckpointStore(join(self.uri, name), self.storage_options, keep_last=self.keep_last)
+
     # -- listing --------------------------------------------------------------------------
     def _names(self) -> list[tuple[int, str]]:
         """``(seq, name)`` of the committed checkpoints, oldest first."""
