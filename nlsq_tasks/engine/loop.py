@@ -52,7 +52,15 @@ def bucket_size(n: int) -> int:
     return m << e
 
 
-def _solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, settings: TRSettings) -> LoopOutput:
+def solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, settings: TRSettings) -> LoopOutput:
+    """The whole fit from ``p0``, as a pure function of arrays (jit it with ``fn``, ``loss``
+    and ``tile`` static; it can be ``jax.vmap``-ed over ``p0``, as
+    :func:`~.strategies.solve_batch` does).
+
+    ``x, y, sigma`` are laid out as a strategy lays them out (the first ``n_valid`` points
+    are real, the rest padding); :func:`run_loop` compiles, caches and times it.
+    """
+
     def evaluate(p) -> NormalEquations:
         return data_pass(fn, loss, f_scale, p, x, y, sigma, n_valid, tile)
 
@@ -127,7 +135,7 @@ def run_loop(fn, loss: str, tile: int, p0, lower, upper, x, y, sigma, n_valid: i
     compile_s = compile_cpu_s = 0.0
     if entry is None:
         t0, c0 = time.perf_counter(), time.process_time()
-        jitted = jax.jit(_solve, static_argnums=(0, 1, 2))
+        jitted = jax.jit(solve, static_argnums=(0, 1, 2))
         executable = jitted.lower(fn, loss, int(tile), *args).compile(compiler_options=_COMPILER_OPTIONS)
         compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
         entry = _Compiled(executable, compile_s, compile_cpu_s)

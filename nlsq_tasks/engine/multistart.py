@@ -11,11 +11,12 @@ parameter is
   scales two decades either side of the guess are tried as often as each other;
 * otherwise ``[p0 - w, p0 + w] \\cap [lower, upper]`` with :math:`w = \\max(10|p_0|, 1)`.
 
-**Standard strategy.** All starts are solved together: the core's jitted trust-region
-loop (``loop._solve``) is ``jax.vmap``-ed over the start point, so the whole batch is one
-compiled computation (a batched ``while_loop`` runs until the slowest start stops; the
-others are frozen meanwhile). The best start's result is built from its batched final
-state (no extra solve).
+**Standard strategy.** All starts are solved together by the core's
+:func:`~.strategies.solve_batch`: the trust-region loop ``jax.vmap``-ed over the start
+point, on data laid out exactly as :func:`~.strategies.run_standard` lays it out, so the
+whole batch is one compiled computation (a batched ``while_loop`` runs until the slowest
+start stops; the others are frozen meanwhile). The best start's result is built from its
+batched final state (no extra solve).
 
 **Chunked and streaming strategies.** A full-data solve per start would cost a full read
 of the data per iteration per start, so starts are *screened* on a reproducible subsample
@@ -34,18 +35,18 @@ is simply redone on a restart, after which every refinement resumes from its own
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from ._sobol import MAX_SOBOL_DIM, latin_hypercube, sobol
+from .finalize import build_result
 from .result import FitResult
 from .status import FitStatus
+from .strategies import run_chunked, solve_batch
 
 __all__ = ["run_multistart", "make_starts", "search_box"]
 
@@ -159,8 +160,6 @@ def run_multistart(
         for rank, i in enumerate(order[: max(1, int(n_refine))]):
             start = np.asarray(records[i]["popt"]) if np.all(np.isfinite(records[i]["popt"])) else starts[i]
             if strategy == "chunked":
-                from .strategies import run_chunked
-
                 res = run_chunked(fn, x, y, sigma, start, lower, upper, options, names, chunk_size)
             else:
                 from .streaming import run_streaming
@@ -201,18 +200,6 @@ def _subsample_arrays(x, y, sigma, n, seed):
     return xs, y[idx], ss
 
 
-@functools.lru_cache(maxsize=16)
-def _batched_loop(fn, loss: str, tile: int):
-    """The core's compiled trust-region loop, vmapped over the start point: all starts in
-    one XLA computation (finished starts are frozen by the batched while_loop)."""
-    from .loop import _solve
-
-    def solve(p0, lower, upper, x, y, sigma, n_valid, f_scale, settings):
-        return _solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, settings)
-
-    return jax.jit(jax.vmap(solve, in_axes=(0, None, None, None, None, None, None, None, None)))
-
-
 class BatchOutcome:
     """The stacked final states of a batched solve."""
 
@@ -230,8 +217,6 @@ class BatchOutcome:
                 for i in range(self.popt.shape[0])]
 
     def result(self, i: int, options, names, lower, upper) -> FitResult:
-        from .finalize import build_result
-
         state = jax.tree_util.tree_map(lambda a: a[i], self.out.state)
         return build_result(state, float(self.out.sst[i]), options=options, param_names=names, lower=lower,
                             upper=upper, strategy="standard", timings={"batched_solve_s": self.seconds})
@@ -239,27 +224,7 @@ class BatchOutcome:
 
 def batched_solve(fn, x, y, sigma, starts, lower, upper, options) -> BatchOutcome:
     """Solve from every row of ``starts`` in one compiled, vmapped computation (data in
-    memory, laid out as the standard strategy does: padded to a size bucket, tiled)."""
-    from .loop import bucket_size
-    from .strategies import STANDARD_TILE, _pad_last
-    from .trust_region import as_settings
-
+    memory, laid out as the standard strategy does: see :func:`~.strategies.solve_batch`)."""
     t0 = time.perf_counter()
-    x = np.asarray(x, dtype=np.float64)
-    y = np.asarray(y, dtype=np.float64)
-    n = int(y.shape[0])
-    tile, pad_to = STANDARD_TILE, bucket_size(n)
-    if sigma is not None:
-        sigma = np.asarray(sigma, dtype=np.float64)
-        if sigma.ndim == 2:
-            sigma = np.linalg.cholesky(sigma)
-            tile = pad_to = n
-    if pad_to > n:
-        x, y = _pad_last(x, pad_to), _pad_last(y, pad_to)
-        sigma = None if sigma is None else _pad_last(sigma, pad_to)
-    settings = as_settings(options, starts.shape[1])
-    out = _batched_loop(fn, options.loss, int(tile))(
-        jnp.asarray(starts, jnp.float64), jnp.asarray(lower, jnp.float64), jnp.asarray(upper, jnp.float64),
-        x, y, sigma, jnp.asarray(n, jnp.int64), jnp.asarray(options.f_scale, jnp.float64), settings)
-    out = jax.block_until_ready(out)
+    out = solve_batch(fn, x, y, sigma, starts, lower, upper, options)
     return BatchOutcome(out, time.perf_counter() - t0)

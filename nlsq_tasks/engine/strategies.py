@@ -7,8 +7,9 @@ cannot drift apart:
 - **standard**: ``n`` is padded (edge values, masked out) up to a 1/8-octave size bucket so
   that nearby sizes reuse one compiled solver; the pass walks the data in cache-sized tiles
   of ``STANDARD_TILE`` points (one block up to ``4 * STANDARD_TILE``; see
-  :func:`standard_layout`, which other in-memory paths should use to lay data out alike). A 2-D ``sigma`` (covariance) is whitened with its Cholesky
-  factor and the data is then one tile.
+  :func:`standard_layout`). A 2-D ``sigma`` (covariance) is whitened with its Cholesky
+  factor and the data is then one tile. :func:`solve_batch` (multi-start) lays data out
+  the same way and runs :func:`~.loop.solve` ``vmap``-ed over many start points.
 - **chunked**: no padding: the pass walks the caller's arrays in ``chunk_size`` tiles,
   the last one taken flush with the end and its overlap masked. Peak memory is the data
   plus ``O(chunk_size * n_params)`` (plus one aligned copy when the caller's arrays are
@@ -20,13 +21,15 @@ Inputs are trusted (the front door validates): ``p0`` strictly inside ``[lower, 
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from .finalize import build_result
-from .loop import bucket_size, run_loop
+from .loop import LoopOutput, bucket_size, run_loop, solve
 from .options import SolverOptions
 from .result import FitResult
 from .trust_region import as_settings
@@ -43,15 +46,6 @@ def _aligned_empty(shape, dtype=np.float64) -> np.ndarray:
     raw = np.empty(n + _ALIGN // itemsize, dtype)
     off = (-raw.ctypes.data % _ALIGN) // itemsize
     return raw[off : off + n].reshape(shape)
-
-
-def _pad_last(a: np.ndarray, n_to: int) -> np.ndarray:
-    """``a`` with its last axis padded to ``n_to`` by repeating the edge value (a host
-    copy; kept for nlsq_tasks.engine.multistart, which lays data out as standard does)."""
-    extra = n_to - a.shape[-1]
-    if extra == 0:
-        return a
-    return np.pad(a, [(0, 0)] * (a.ndim - 1) + [(0, extra)], mode="edge")
 
 
 def _device_array(a: np.ndarray, n_to: int):
@@ -73,10 +67,10 @@ def _device_array(a: np.ndarray, n_to: int):
     return jax.device_put(out)
 
 
-def _run(fn, x, y, sigma, p0, lower, upper, options, param_names, *, tile, pad_to, strategy) -> FitResult:
-    p0 = np.asarray(p0, np.float64)
-    lower = np.asarray(lower, np.float64)
-    upper = np.asarray(upper, np.float64)
+def _lay_out(x, y, sigma, *, tile: int, pad_to: int):
+    """``(x, y, sigma, n, tile)`` as the loop takes them: x, y and a 1-D sigma padded to
+    ``pad_to`` points on the device; a 2-D sigma replaced by its Cholesky factor (the
+    data is then one unpadded tile); ``n`` the number of real points."""
     n = int(np.shape(y)[0])
     if sigma is not None:
         sigma = np.asarray(sigma, np.float64)
@@ -86,6 +80,19 @@ def _run(fn, x, y, sigma, p0, lower, upper, options, param_names, *, tile, pad_t
     x, y = _device_array(x, pad_to), _device_array(y, pad_to)
     if sigma is not None and sigma.ndim == 1:
         sigma = _device_array(sigma, pad_to)
+    return x, y, sigma, n, tile
+
+
+def _lay_out_standard(x, y, sigma):
+    size, tile = standard_layout(int(np.shape(y)[0]))
+    return _lay_out(x, y, sigma, tile=tile, pad_to=size)
+
+
+def _run(fn, p0, lower, upper, options, param_names, layout, *, strategy) -> FitResult:
+    p0 = np.asarray(p0, np.float64)
+    lower = np.asarray(lower, np.float64)
+    upper = np.asarray(upper, np.float64)
+    x, y, sigma, n, tile = layout
     settings = as_settings(options, p0.shape[0])
     out, timings = run_loop(
         fn, options.loss, tile, p0, lower, upper, x, y, sigma, n, options.f_scale, settings
@@ -116,10 +123,7 @@ def run_standard(
     fn, x, y, sigma, p0, lower, upper, options: SolverOptions, param_names: Sequence[str]
 ) -> FitResult:
     """Fit with all data in memory (padded to a size bucket, walked in cache-sized tiles)."""
-    size, tile = standard_layout(int(np.shape(y)[0]))
-    return _run(
-        fn, x, y, sigma, p0, lower, upper, options, param_names, tile=tile, pad_to=size, strategy="standard"
-    )
+    return _run(fn, p0, lower, upper, options, param_names, _lay_out_standard(x, y, sigma), strategy="standard")
 
 
 def run_chunked(
@@ -131,8 +135,32 @@ def run_chunked(
             f"sigma: run_chunked takes None or per-point (1-D) sigma, got an array of shape {np.shape(sigma)}; "
             "use the standard strategy for a covariance matrix"
         )
-    n = int(np.shape(y)[0])
-    return _run(
-        fn, x, y, sigma, p0, lower, upper, options, param_names,
-        tile=max(1, int(chunk_size)), pad_to=n, strategy="chunked",
-    )  # fmt: skip
+    layout = _lay_out(x, y, sigma, tile=max(1, int(chunk_size)), pad_to=int(np.shape(y)[0]))
+    return _run(fn, p0, lower, upper, options, param_names, layout, strategy="chunked")
+
+
+@functools.lru_cache(maxsize=16)
+def _batched_solver(fn, loss: str, tile: int):
+    """:func:`~.loop.solve` ``vmap``-ed over the start point, jitted: all starts are one XLA
+    computation (the batched ``while_loop`` runs until the slowest start stops; finished
+    starts are frozen meanwhile)."""
+
+    def one(p0, lower, upper, x, y, sigma, n_valid, f_scale, settings):
+        return solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, settings)
+
+    return jax.jit(jax.vmap(one, in_axes=(0,) + (None,) * 8))
+
+
+def solve_batch(fn, x, y, sigma, starts, lower, upper, options: SolverOptions) -> LoopOutput:
+    """Solve from every row of ``starts`` (``(S, P)``) in one compiled computation, with
+    the data laid out exactly as :func:`run_standard` lays it out.
+
+    Returns the stacked :class:`~.loop.LoopOutput` (leading axis ``S``, computation
+    finished); row ``i`` is what a solve from ``starts[i]`` alone gives, up to roundoff.
+    """
+    x, y, sigma, n, tile = _lay_out_standard(x, y, sigma)
+    settings = as_settings(options, np.shape(starts)[1])
+    out = _batched_solver(fn, options.loss, int(tile))(
+        jnp.asarray(starts, jnp.float64), jnp.asarray(lower, jnp.float64), jnp.asarray(upper, jnp.float64),
+        x, y, sigma, jnp.asarray(n, jnp.int64), jnp.asarray(options.f_scale, jnp.float64), settings)
+    return jax.block_until_ready(out)
