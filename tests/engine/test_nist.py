@@ -1,7 +1,7 @@
 """NIST StRD nonlinear regression: certified digits reproduced from both starting points.
 
-Each problem is fitted with run_standard (and through ``nlsq_tasks.fit`` when the front
-door is importable) with tight tolerances. The LRE table is printed at the end of the
+Each problem is fitted through the user's entry point, ``nlsq_tasks.fit`` (workflow "auto",
+which routes these small problems to the standard strategy), with tight tolerances. The LRE table is printed at the end of the
 test session (terminal summary) and with ``pytest -s``.
 
 Requirements: from Start 2, parameter LRE >= 6 on at least 15 of 16 problems and >= 4.5 on
@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 import nlsq_tasks  # noqa: F401  (float64)
-from nlsq_tasks.engine.options import SolverOptions
-from nlsq_tasks.engine.strategies import run_standard
+from nlsq_tasks import fit
 
 from nist import MODELS, available, lre, parse_dat  # tests/engine is on sys.path (rootdir import mode)
 
@@ -23,15 +22,13 @@ FILES = available()
 pytestmark = pytest.mark.skipif(len(FILES) == 0, reason="NIST data folder (../shared/data/nist) not present")
 
 TOL = 1e-15
-OPTIONS = SolverOptions(ftol=TOL, xtol=TOL, gtol=TOL, max_nfev=5000)
 ROWS: dict[tuple[str, str], dict] = {}  # (problem, start) -> row, read by conftest's terminal summary
 
 
 def _fit(problem, start):
-    p = len(problem.certified)
-    lo, hi = np.full(p, -np.inf), np.full(p, np.inf)
-    names = [f"b{i + 1}" for i in range(p)]
-    return run_standard(MODELS[problem.name], problem.x, problem.y, None, start, lo, hi, OPTIONS, names)
+    res = fit(MODELS[problem.name], problem.x, problem.y, p0=start, ftol=TOL, xtol=TOL, gtol=TOL, max_nfev=5000)
+    assert res.strategy == "standard" and len(res.starts) <= 1  # one start: the table measures the solver
+    return res
 
 
 class _SummaryPlugin:
@@ -68,7 +65,7 @@ def results(request):
 def format_table(rows) -> str:
     names = sorted({k[0] for k in rows})
     head = f"{'problem':<10} | {'start 1: params  stderr  rss  status  nfev':<44} | start 2: params  stderr  rss  status  nfev"
-    lines = ["NIST StRD LRE (digits), run_standard, tol 1e-15", head, "-" * len(head)]
+    lines = ["NIST StRD LRE (digits), nlsq_tasks.fit(workflow='auto'), tol 1e-15", head, "-" * len(head)]
     for n in names:
         cells = []
         for s in ("start1", "start2"):
@@ -104,15 +101,3 @@ def test_start1_accuracy(results):
     lres = [r["lre_params"] for (n, s), r in results.items() if s == "start1"]
     assert len(lres) == 16
     assert sum(v >= 6 for v in lres) >= 14, lres
-
-
-def test_front_door_reaches_the_same_digits():
-    """Through nlsq_tasks.fit (the user's entry point), once it exists: Start 2, a few problems."""
-    try:
-        from nlsq_tasks.api import fit
-    except ImportError:
-        pytest.skip("nlsq_tasks.api (front door) not importable yet")
-    for name in ("Misra1a", "MGH09", "Thurber"):
-        prob = parse_dat(next(p for p in FILES if p.stem == name))
-        res = fit(MODELS[name], prob.x, prob.y, p0=prob.start2, ftol=TOL, xtol=TOL, gtol=TOL, max_nfev=5000)
-        assert lre(res.popt, prob.certified).min() >= 6, name
