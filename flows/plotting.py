@@ -23,8 +23,13 @@ def matplotlib_available() -> bool:
     return True
 
 
-def render_fit_png(x: np.ndarray, y: np.ndarray, y_fit: np.ndarray, title: str) -> Optional[bytes]:
-    """PNG bytes of two panels (data with fit; residuals), or None when matplotlib is missing."""
+def render_fit_png(x: np.ndarray, y: np.ndarray, y_fit: np.ndarray, title: str,
+                   curve: Optional[tuple[np.ndarray, np.ndarray]] = None) -> Optional[bytes]:
+    """PNG bytes of two panels (data with fit; residuals), or None when matplotlib is missing.
+
+    ``curve`` = (x_grid, f(x_grid)) draws the fit as a smooth line; without it the fit is
+    drawn through the sampled points.
+    """
     if not matplotlib_available():
         return None
     import matplotlib
@@ -41,7 +46,8 @@ def render_fit_png(x: np.ndarray, y: np.ndarray, y_fit: np.ndarray, title: str) 
     fig = Figure(figsize=(7, 5), dpi=100)
     ax, ax_res = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot(x, y, ".", ms=2, alpha=0.5, label=f"data ({x.size} shown)")
-    ax.plot(x, y_fit, "-", lw=1.5, color="C3", label="fit")
+    cx, cy = (x, y_fit) if curve is None else (np.asarray(curve[0], float), np.asarray(curve[1], float))
+    ax.plot(cx, cy, "-", lw=1.5, color="C3", label="fit")
     ax.set_title(title)
     ax.legend(loc="best")
     ax_res.plot(x, y - y_fit, ".", ms=2, alpha=0.5)

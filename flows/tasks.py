@@ -36,6 +36,7 @@ from .request import DataSpec, FitSettings, StorageCredentials
 
 MAX_TRANSIENT_RETRIES = 3
 PLOT_SAMPLE = 5000
+PLOT_FULL_READ_POINTS = 2_000_000  # below this the plot task reads the data once for a uniform sample
 
 
 def retry_on_transient_storage(task, task_run, state) -> bool:
@@ -364,7 +365,7 @@ def plot_fit(data: DataSpec, settings: FitSettings, summary: dict, plan: dict, s
     """PNG of a data sample, the fit and the residuals, written to storage; skipped without matplotlib."""
     import numpy as np
 
-    from nlsq_tasks.io import atomic_write_bytes, open_source
+    from nlsq_tasks.io import atomic_write_bytes, load_arrays, open_source
 
     from .plotting import matplotlib_available, render_fit_png
 
@@ -373,10 +374,23 @@ def plot_fit(data: DataSpec, settings: FitSettings, summary: dict, plan: dict, s
     model = R.resolve_request_model(settings.model)
     source = open_source(data.uri, storage_options=data.resolved_options(), chunk_size=plan["chunk_size"],
                          **R.data_keywords(data))
-    sample = source.sample(min(PLOT_SAMPLE, int(source.n_points)), seed=0)
+    n = int(source.n_points)
+    if n <= PLOT_FULL_READ_POINTS:
+        # Small enough to read once: a uniform random sample over the whole range (the
+        # source's out-of-core sample reads a few blocks, which shows as clumps in a plot).
+        x_all, y_all, _ = load_arrays(data.uri, storage_options=data.resolved_options(), **R.data_keywords(data))
+        idx = np.sort(np.random.default_rng(0).choice(n, size=min(PLOT_SAMPLE, n), replace=False))
+        x_s, y_s = (x_all[..., idx], y_all[idx])
+    else:
+        sample = source.sample(min(PLOT_SAMPLE, n), seed=0)
+        x_s, y_s = np.asarray(sample.x), np.asarray(sample.y)
     popt = np.asarray(summary["popt"], dtype=float)
-    y_fit = np.asarray(model.fn(np.asarray(sample.x), *popt))
-    png = render_fit_png(sample.x, sample.y, y_fit, f"{checked_title(summary, settings)}")
+    y_fit = np.asarray(model.fn(x_s, *popt))
+    curve = None
+    if x_s.ndim == 1:  # the fitted curve on a dense grid, not just at the sampled points
+        grid = np.linspace(float(x_s.min()), float(x_s.max()), 600)
+        curve = (grid, np.asarray(model.fn(grid, *popt)))
+    png = render_fit_png(x_s, y_s, y_fit, f"{checked_title(summary, settings)}", curve=curve)
     uri = R.layout(storage_uri)["plot"]
     atomic_write_bytes(uri, png, settings.storage.resolved_options())
     return {"uri": uri}
