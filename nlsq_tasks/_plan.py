@@ -121,8 +121,7 @@ def _resolve_workflow(workflow):
         raise V.FitInputError(
             "workflow",
             workflow,
-            f"workflow={workflow!r} is not valid ({exc}); allowed: 'auto', {', '.join(map(repr, list_presets()))}, "
-            "or the path of a preset YAML file.",
+            f"workflow={workflow!r} is not valid: {exc} (allowed: {', '.join(map(repr, list_presets()))})",
         ) from exc
 
 
