@@ -28,6 +28,16 @@ from contextlib import contextmanager
 from typing import Any, Optional
 
 from prefect import task
+
+# The library is imported here, once, by the thread that imports the flow, and not only
+# lazily inside the tasks: tasks run concurrently in worker threads, and two threads making
+# the first import of one package at the same time can deadlock in importlib
+# (_DeadlockError on nlsq_tasks.io._errors, seen once in a fresh-clone test run).
+import nlsq_tasks.api  # noqa: E402,F401
+import nlsq_tasks.engine.validation  # noqa: E402,F401
+import nlsq_tasks.io  # noqa: E402,F401
+import nlsq_tasks.models  # noqa: E402,F401
+import nlsq_tasks.workflow  # noqa: E402,F401
 from prefect.cache_policies import NO_CACHE
 from prefect.tasks import exponential_backoff
 
