@@ -4,6 +4,7 @@
 """
 
 from . import _x64  # noqa: F401  (float64 on before any array exists)
+from . import _compile_cache  # noqa: F401  (compiled solvers persist across processes)
 from .engine.result import FitResult
 from .engine.status import FitStatus
 
