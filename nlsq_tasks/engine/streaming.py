@@ -20,7 +20,8 @@ update rule is then applied to the candidates in order until one is accepted. Th
 reproduces the standard solver's iterates exactly while a rejected step costs no pass of
 its own; only K consecutive rejections cost a further pass.
 
-**Adaptive trials** (``config.adaptive_trials``, off by default): after an iteration that
+**Adaptive trials** (``config.adaptive_trials``, on by default, also for config objects
+without the attribute): after an iteration that
 ended on its first try, the next pass evaluates only that first try (1 instead of K trial
 points per chunk), betting on another acceptance; a rejection then costs one extra pass,
 after which K tries are evaluated again. Same iterates either way; it trades passes for
@@ -142,9 +143,9 @@ def run_streaming(
     max_evals = options.max_evaluations(p0.size)
     max_passes = int(min(_cfg(config, "max_passes", max_evals + 1), max_evals + 1))
     fp = streaming_fingerprint(fn, source, p0, lower, upper, options, K, fingerprint,
-                               adaptive=bool(_cfg(config, "adaptive_trials", False)))
+                               adaptive=bool(_cfg(config, "adaptive_trials", True)))
 
-    adaptive = bool(_cfg(config, "adaptive_trials", False))
+    adaptive = bool(_cfg(config, "adaptive_trials", True))
     core = StreamCore(fn, source, lower, upper, options, K, adaptive)
     state = None
     if checkpoint is not None and resume != "never":

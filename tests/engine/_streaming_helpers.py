@@ -37,6 +37,7 @@ class Config:
         self.warm_start = False
         self.warm_start_points = 1000
         self.max_passes = 200
+        self.adaptive_trials = False  # these tests pin the K-trials-every-pass mode; the API default is adaptive
         self.__dict__.update(kw)
 
 
