@@ -8,8 +8,8 @@ context of the task is captured when the reporter is built and entered for each 
 
 Progress is reported as a percentage of the *evaluation budget*: one pass is one
 evaluation of the streaming solver, so ``100 * (pass - 1 + (chunk + 1) / n_chunks) / max_passes``
-(capped at 99 until the fit ends). The in-memory solvers run as one compiled loop and
-report only a start and a done event.
+(capped at 99 until the fit ends). The in-memory (standard, chunked) solvers report each
+iteration from inside their compiled loop, through a JAX host callback.
 A fit that converges early jumps to 100 at the end; the description always says where it is.
 """
 

@@ -321,7 +321,8 @@ def _fingerprint(plan: Plan) -> str:
 
 def _solve(plan: Plan, fn, x, y, sigma, source) -> FitResult:
     """Run the plan. The streaming solver reports progress every chunk itself; the
-    in-memory solvers run as one compiled loop, so their progress is a start and a done event."""
+    in-memory solvers report each iteration from inside their compiled loop, framed by a
+    start and a done event."""
     if plan.progress is None or plan.strategy == "streaming":
         return _solve_quiet(plan, fn, x, y, sigma, source)
     n = int(np.shape(y)[0])
@@ -346,9 +347,9 @@ def _solve_quiet(plan: Plan, fn, x, y, sigma, source) -> FitResult:
             checkpoint=plan.checkpoint, progress=plan.progress,
         )
     if plan.strategy == "standard":
-        return run_standard(fn, x, y, sigma, *args)
+        return run_standard(fn, x, y, sigma, *args, progress=plan.progress)
     if plan.strategy == "chunked":
-        return run_chunked(fn, x, y, sigma, *args, plan.config.chunk_size)
+        return run_chunked(fn, x, y, sigma, *args, plan.config.chunk_size, progress=plan.progress)
     from .engine.streaming import run_streaming
 
     return run_streaming(

@@ -19,6 +19,8 @@ to a size bucket (see :func:`bucket_size`) lets nearby sizes share one executabl
 
 from __future__ import annotations
 
+import itertools
+import logging
 import threading
 import time
 from collections import OrderedDict
@@ -52,13 +54,18 @@ def bucket_size(n: int) -> int:
     return m << e
 
 
-def solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, settings: TRSettings) -> LoopOutput:
+def solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, settings: TRSettings,
+          progress_token=None) -> LoopOutput:
     """The whole fit from ``p0``, as a pure function of arrays (jit it with ``fn``, ``loss``
     and ``tile`` static; it can be ``jax.vmap``-ed over ``p0``, as
     :func:`~.strategies.solve_batch` does).
 
     ``x, y, sigma`` are laid out as a strategy lays them out (the first ``n_valid`` points
     are real, the rest padding); :func:`run_loop` compiles, caches and times it.
+
+    With a ``progress_token`` (an int32 scalar), every iteration sends (nit, nfev, cost) to
+    the host through ``jax.debug.callback``, where :func:`_emit` hands it to the progress
+    callback registered under that token. Without one, the compiled program has no callback.
     """
 
     def evaluate(p) -> NormalEquations:
@@ -84,12 +91,33 @@ def solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, setti
             lambda: tr_update(s, prop, neq, lower, upper, settings),
             lambda: tr_init(p0, neq, lower, upper, settings),
         )
+        if progress_token is not None:
+            jax.debug.callback(_emit, progress_token, s.nit, s.nfev, s.neq.cost)
         return s, jnp.asarray(True)
 
     state, _ = lax.while_loop(cond, body, (placeholder, jnp.asarray(False)))
     count = jnp.maximum(state.neq.count, 1.0)
     sst = centered_sum_squares(y, n_valid, state.neq.sum_y / count)
     return LoopOutput(state, sst)
+
+
+# Progress callbacks of running loops, by token: the compiled program carries only the
+# token, so one cached executable serves every caller (and callbacks run on XLA's threads,
+# where thread-locals of the caller are not visible).
+_reporters: dict[int, tuple[Any, int]] = {}
+_tokens = itertools.count(1)
+
+
+def _emit(token, nit, nfev, cost) -> None:
+    entry = _reporters.get(int(token))
+    if entry is None:
+        return
+    callback, n_chunks = entry
+    try:
+        callback({"phase": "pass", "pass": int(nfev), "chunk": n_chunks - 1, "n_chunks": n_chunks,
+                  "cost": float(cost), "nit": int(nit)})
+    except Exception:  # a failing progress display must not fail the fit
+        logging.getLogger("nlsq_tasks").exception("progress callback failed")
 
 
 class _Compiled:
@@ -107,8 +135,12 @@ def _signature(a):
     return None if a is None else (tuple(a.shape), str(a.dtype))
 
 
-def run_loop(fn, loss: str, tile: int, p0, lower, upper, x, y, sigma, n_valid: int, f_scale: float, settings: TRSettings):
+def run_loop(fn, loss: str, tile: int, p0, lower, upper, x, y, sigma, n_valid: int, f_scale: float, settings: TRSettings,
+             progress=None):
     """Run the compiled loop; returns ``(LoopOutput, timings)``.
+
+    ``progress(event)`` (optional) is called once per iteration with
+    ``{"phase": "pass", "pass", "chunk", "n_chunks", "cost", "nit"}``.
 
     ``timings`` holds ``compile_s`` (wall, 0.0 when a cached executable was reused),
     ``compile_cpu_s`` (process CPU seconds of that compile) and ``run_s``.
@@ -124,9 +156,14 @@ def run_loop(fn, loss: str, tile: int, p0, lower, upper, x, y, sigma, n_valid: i
         np.float64(f_scale),
         settings,
     )
+    token = None
+    if progress is not None:
+        token = next(_tokens) % 2_000_000_000 + 1  # fits the int32 the program carries
+        _reporters[token] = (progress, max(1, -(-int(n_valid) // max(1, int(tile)))))
+        args = args + (np.int32(token),)
     key = (
         fn, loss, int(tile), settings.x_scale is None,
-        tuple(_signature(a) for a in args[:6]),
+        tuple(_signature(a) for a in args[:6]), progress is not None,
     )  # fmt: skip
     with _lock:
         entry = _cache.get(key)
@@ -144,8 +181,12 @@ def run_loop(fn, loss: str, tile: int, p0, lower, upper, x, y, sigma, n_valid: i
             while len(_cache) > _CACHE_SIZE:
                 _cache.popitem(last=False)
     t0 = time.perf_counter()
-    out = entry.executable(*args)
-    out = jax.device_get(jax.block_until_ready(out))  # all leaves to host at once
+    try:
+        out = entry.executable(*args)
+        out = jax.device_get(jax.block_until_ready(out))  # all leaves to host at once
+    finally:
+        if token is not None:
+            _reporters.pop(token, None)
     run_s = time.perf_counter() - t0
     return out, {"compile_s": compile_s, "compile_cpu_s": compile_cpu_s, "run_s": run_s}
 

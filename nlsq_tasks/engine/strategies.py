@@ -88,14 +88,14 @@ def _lay_out_standard(x, y, sigma):
     return _lay_out(x, y, sigma, tile=tile, pad_to=size)
 
 
-def _run(fn, p0, lower, upper, options, param_names, layout, *, strategy) -> FitResult:
+def _run(fn, p0, lower, upper, options, param_names, layout, *, strategy, progress=None) -> FitResult:
     p0 = np.asarray(p0, np.float64)
     lower = np.asarray(lower, np.float64)
     upper = np.asarray(upper, np.float64)
     x, y, sigma, n, tile = layout
     settings = as_settings(options, p0.shape[0])
     out, timings = run_loop(
-        fn, options.loss, tile, p0, lower, upper, x, y, sigma, n, options.f_scale, settings
+        fn, options.loss, tile, p0, lower, upper, x, y, sigma, n, options.f_scale, settings, progress=progress
     )
     return build_result(
         out.state,
@@ -120,23 +120,27 @@ def standard_layout(n: int) -> tuple[int, int]:
 
 
 def run_standard(
-    fn, x, y, sigma, p0, lower, upper, options: SolverOptions, param_names: Sequence[str]
+    fn, x, y, sigma, p0, lower, upper, options: SolverOptions, param_names: Sequence[str], progress=None
 ) -> FitResult:
-    """Fit with all data in memory (padded to a size bucket, walked in cache-sized tiles)."""
-    return _run(fn, p0, lower, upper, options, param_names, _lay_out_standard(x, y, sigma), strategy="standard")
+    """Fit with all data in memory (padded to a size bucket, walked in cache-sized tiles).
+    ``progress(event)``, if given, is called once per iteration."""
+    return _run(fn, p0, lower, upper, options, param_names, _lay_out_standard(x, y, sigma), strategy="standard",
+                progress=progress)
 
 
 def run_chunked(
-    fn, x, y, sigma, p0, lower, upper, options: SolverOptions, param_names: Sequence[str], chunk_size: int
+    fn, x, y, sigma, p0, lower, upper, options: SolverOptions, param_names: Sequence[str], chunk_size: int,
+    progress=None,
 ) -> FitResult:
-    """Fit in-memory data in ``chunk_size`` blocks, without copying it (sigma None or 1-D)."""
+    """Fit in-memory data in ``chunk_size`` blocks, without copying it (sigma None or 1-D).
+    ``progress(event)``, if given, is called once per iteration (one pass over all chunks)."""
     if sigma is not None and np.ndim(sigma) != 1:
         raise ValueError(
             f"sigma: run_chunked takes None or per-point (1-D) sigma, got an array of shape {np.shape(sigma)}; "
             "use the standard strategy for a covariance matrix"
         )
     layout = _lay_out(x, y, sigma, tile=max(1, int(chunk_size)), pad_to=int(np.shape(y)[0]))
-    return _run(fn, p0, lower, upper, options, param_names, layout, strategy="chunked")
+    return _run(fn, p0, lower, upper, options, param_names, layout, strategy="chunked", progress=progress)
 
 
 @functools.lru_cache(maxsize=16)

@@ -211,11 +211,11 @@ def test_chunked_multistart_screens_then_refines():
     np.testing.assert_allclose(res.popt, ref.popt, rtol=1e-6)
 
 
-def test_in_memory_progress_reports_start_and_done():
+def test_in_memory_progress_reports_start_every_iteration_and_done():
     x, y = decay_data()
     events = []
     res = fit(decay, x, y, p0=[1.0, 1.0, 0.0], strategy="chunked", chunk_size=CHUNK, progress=events.append)
-    assert [e["phase"] for e in events] == ["start", "done"]
+    assert [e["phase"] for e in events] == ["start"] + ["pass"] * res.nfev + ["done"]
     assert events[-1]["n_chunks"] == 3 and events[-1]["nit"] == res.nit and events[-1]["cost"] == res.cost
 
 
