@@ -32,6 +32,9 @@ from typing import Any, Optional, Union
 from prefect.types import SecretDict
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from nlsq_tasks.engine.options import LOSSES
+from nlsq_tasks.workflow import OptimizationGoal, Strategy
+
 # Names a preset or registered model may have (also keeps them safe as path parts).
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 # An import path ("pkg.mod:attr" or "pkg.mod.attr" with at least two dots and no
@@ -49,33 +52,25 @@ class DataFormat(str, enum.Enum):
     PARQUET = "parquet"
 
 
-class Goal(str, enum.Enum):
-    """What the fit should favour (see ``nlsq_tasks.workflow.OptimizationGoal``)."""
-
-    FAST = "fast"
-    ROBUST = "robust"
-    GLOBAL = "global"
-    MEMORY_EFFICIENT = "memory_efficient"
-    QUALITY = "quality"
+def _str_enum(name: str, values, doc: str) -> type[enum.Enum]:
+    """A str enum whose members are the library's own values, so the UI form cannot drift
+    from what the engine accepts."""
+    cls = enum.Enum(name, {v.upper(): v for v in values}, type=str, module=__name__)
+    cls.__doc__ = doc
+    return cls
 
 
-class Loss(str, enum.Enum):
-    """Robust loss applied to the weighted residuals."""
-
-    LINEAR = "linear"
-    SOFT_L1 = "soft_l1"
-    HUBER = "huber"
-    CAUCHY = "cauchy"
-    ARCTAN = "arctan"
-
-
-class StrategyChoice(str, enum.Enum):
-    """A strategy to force (``auto``: let the preset and the memory budget decide)."""
-
-    AUTO = "auto"
-    STANDARD = "standard"
-    CHUNKED = "chunked"
-    STREAMING = "streaming"
+Goal = _str_enum(
+    "Goal",
+    [g.name.lower() for g in OptimizationGoal],
+    "What the fit should favour (see ``nlsq_tasks.workflow.OptimizationGoal``).",
+)
+Loss = _str_enum("Loss", LOSSES, "Robust loss applied to the weighted residuals.")
+StrategyChoice = _str_enum(
+    "StrategyChoice",
+    ["auto"] + [s.value for s in Strategy],
+    "A strategy to force (``auto``: let the preset and the memory budget decide).",
+)
 
 
 def _shipped_preset_names() -> list[str]:

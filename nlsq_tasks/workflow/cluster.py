@@ -234,16 +234,7 @@ class ClusterDetector:
         if not nodes:
             logger.warning("PBS_NODEFILE=%s lists no hosts; not treating this as a PBS job", path)
             return None
-        gpus = self._gpus_per_node(None)
-        return ClusterInfo(
-            node_count=len(nodes),
-            gpus_per_node=gpus,
-            total_gpus=gpus * len(nodes),
-            node_list=nodes,
-            scheduler="pbs",
-            job_id=os.environ.get("PBS_JOBID") or None,
-            interconnect=self._interconnect(),
-        )
+        return self._scheduler_cluster(nodes, self._gpus_per_node(None), "pbs", os.environ.get("PBS_JOBID"))
 
     # -- SLURM -------------------------------------------------------------------------
     def is_slurm_environment(self) -> bool:
@@ -259,13 +250,18 @@ class ClusterDetector:
         if not nodes:
             return None
         gpus = self._gpus_per_node(os.environ.get("SLURM_GPUS_ON_NODE"))
+        job_id = os.environ.get("SLURM_JOB_ID") or os.environ.get("SLURM_JOBID")
+        return self._scheduler_cluster(nodes, gpus, "slurm", job_id)
+
+    def _scheduler_cluster(self, nodes: list[str], gpus: int, scheduler: str, job_id: str | None) -> ClusterInfo:
+        """The ClusterInfo of a scheduler's allocation: the same GPU count on every node."""
         return ClusterInfo(
             node_count=len(nodes),
             gpus_per_node=gpus,
             total_gpus=gpus * len(nodes),
             node_list=nodes,
-            scheduler="slurm",
-            job_id=os.environ.get("SLURM_JOB_ID") or os.environ.get("SLURM_JOBID") or None,
+            scheduler=scheduler,
+            job_id=job_id or None,
             interconnect=self._interconnect(),
         )
 
