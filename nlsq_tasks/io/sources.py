@@ -88,6 +88,18 @@ class FileChunkSource:
             lambda: self._guarded(start), self.readahead, max_items=self.n_chunks - start, name=f"nlsq-readahead:{self.format}"
         )
 
+    def read_chunk(self, index: int) -> Chunk:
+        """Chunk ``index`` alone, read in the calling thread (no read-ahead): what a Dask
+        worker reads for the chunks it was given (its byte range or row groups only)."""
+        index = int(index)
+        if not 0 <= index < self.n_chunks:
+            raise IndexError(f"chunk {index} is outside [0, {self.n_chunks}) of {scrub(self.uri, self._options)}")
+        it = self._guarded(index)
+        try:
+            return next(it)
+        finally:
+            it.close()
+
     def _guarded(self, start: int) -> Iterator[Chunk]:
         with storage_errors(self.uri, "read", self._options):
             try:
