@@ -93,7 +93,9 @@ def describe_location(uri: str, storage_options: Optional[dict] = None) -> str:
 
 def _has_checkpoints(fs, path: str) -> bool:
     try:
-        return any(str(e).endswith(".nlsqckpt") for e in fs.ls(path, detail=False))
+        # checkpoints sit in one directory per problem (p-<hash>/), or at the top (older stores)
+        return any(str(e).endswith(".nlsqckpt") or str(e).rstrip("/").rsplit("/", 1)[-1].startswith("p-")
+                   for e in fs.ls(path, detail=False))
     except (FileNotFoundError, NotADirectoryError):
         return False
 

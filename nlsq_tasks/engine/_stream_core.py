@@ -185,6 +185,18 @@ class StreamCore:
             raise CheckpointError(f"checkpoint state version {state.get('version')} is not {STATE_VERSION}.")
         run = StreamRun(self, str(state["fingerprint"]))
         run.load(state)
+        # A state that was forged or damaged in a way its checksums cannot see (written so)
+        # must not steer passes: the parameters and the accepted point must be finite.
+        bad = [name for name, a in (("trials", run.trials), ("p", None if run.tr is None else run.tr.p),
+                                    ("cost", None if run.tr is None else run.tr.neq.cost))
+               if a is not None and not np.all(np.isfinite(np.asarray(a)))]
+        if bad and not run.done:  # a finished state is only reported (a NONFINITE end is one)
+            from .checkpoint import CheckpointError
+
+            raise CheckpointError(
+                f"the checkpoint holds non-finite state ({', '.join(bad)}); it cannot be resumed. Start afresh "
+                "(library: resume='never'; CLI: --no-resume; request: resume=false) or remove that checkpoint."
+            )
         return run
 
 

@@ -31,7 +31,8 @@ class CheckpointMismatchError(CheckpointError):
         super().__init__(
             f"checkpoint{(' at ' + where) if where else ''} belongs to a different problem "
             f"(fingerprint {found[:16]}..., this fit is {expected[:16]}...). "
-            "Pass resume='never' (or use another checkpoint location) to start afresh."
+            "To start afresh: resume='never' in fit_source, --no-resume on the nlsq-flow CLI, resume: false in a "
+            "flow request -- or use another checkpoint location (the other problem's checkpoints stay intact)."
         )
 
 

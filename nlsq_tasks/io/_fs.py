@@ -11,12 +11,16 @@ Atomicity, by backend
 
 A failure during the write leaves the previous object (if any) untouched; a temporary file
 that a killed process could not remove is ignored by every reader here (names starting
-with ``.`` or containing ``.tmp-``).
+with ``.`` or containing ``.tmp-``), and removed by the next write in its directory
+(:func:`clean_stale_temporaries`: the temp name carries the writer's host and pid).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
+import time
 import uuid
 from pathlib import PurePath
 from typing import Any, Mapping
@@ -75,9 +79,61 @@ def is_temporary(name: str) -> bool:
     return base.startswith(".") or ".tmp-" in base
 
 
+_HOST = "".join(c if c.isalnum() or c == "-" else "-" for c in socket.gethostname())[:40] or "host"
+# .<name>.tmp-<host>.<pid>.<random>: who wrote it, so that the next writer can tell a
+# leftover of a killed process (clean it) from a write in progress (leave it).
+_TEMP = re.compile(r"^\..+\.tmp-(?P<host>[A-Za-z0-9-]+)\.(?P<pid>\d+)\.[0-9a-f]{12}$")
+STALE_TEMP_S = 3600.0  # a temp file of another host is removed when older than this
+
+
 def _temp_sibling(path: str) -> str:
     head, _, base = path.rpartition("/")
-    return f"{head}/.{base}.tmp-{uuid.uuid4().hex[:12]}" if head else f".{base}.tmp-{uuid.uuid4().hex[:12]}"
+    name = f".{base}.tmp-{_HOST}.{os.getpid()}.{uuid.uuid4().hex[:12]}"
+    return f"{head}/{name}" if head else name
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def clean_stale_temporaries(fs, directory: str, now: float | None = None) -> list[str]:
+    """Remove temporary files that killed writers left in ``directory``; returns their paths.
+
+    A temporary is stale when its writer (host and pid are in its name) is this host's and no
+    longer alive, or when it is older than ``STALE_TEMP_S``. Writes in progress are left
+    alone. Bounded by the directory listing; errors are ignored (cleaning is best effort)."""
+    removed: list[str] = []
+    try:
+        entries = fs.ls(directory, detail=True)
+    except (FileNotFoundError, OSError):
+        return removed
+    now = time.time() if now is None else now
+    for e in entries:
+        path = str(e.get("name", "")).rstrip("/")
+        m = _TEMP.match(path.rsplit("/", 1)[-1])
+        if not m or e.get("type") == "directory":
+            continue
+        mine = m.group("host") == _HOST
+        if mine and int(m.group("pid")) == os.getpid():
+            continue  # this process's own write in progress (another thread)
+        stale = mine and not _pid_alive(int(m.group("pid")))
+        if not stale:
+            mtime = e.get("mtime") or e.get("created")
+            mtime = mtime.timestamp() if hasattr(mtime, "timestamp") else mtime
+            stale = mtime is not None and now - float(mtime) > STALE_TEMP_S
+        if stale:
+            try:
+                fs.rm_file(path)
+                removed.append(path)
+            except (FileNotFoundError, OSError):
+                pass
+    return removed
 
 
 def write_bytes_atomic(fs, path: str, data: bytes) -> None:
@@ -96,6 +152,7 @@ def write_bytes_atomic(fs, path: str, data: bytes) -> None:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        clean_stale_temporaries(fs, parent or ".")
         return
     if is_object_store(fs):
         fs.pipe_file(path, data)
@@ -107,6 +164,7 @@ def write_bytes_atomic(fs, path: str, data: bytes) -> None:
     finally:
         if fs.exists(tmp):
             fs.rm_file(tmp)
+    clean_stale_temporaries(fs, path.rpartition("/")[0])
 
 
 def atomic_write_bytes(uri: Any, data: bytes, storage_options: Mapping[str, Any] | None = None) -> str:

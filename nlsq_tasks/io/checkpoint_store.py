@@ -1,6 +1,8 @@
 """``CheckpointStore``: the fsspec implementation of the engine's ``CheckpointSink``.
 
-One checkpoint is one self-verifying object ``ckpt-<seq:010d>-<random>.nlsqckpt``::
+Each problem has its own directory ``<uri>/p-<hash of the fingerprint>/``, so two problems
+sharing a location never read, rotate or delete each other's checkpoints. In it, one
+checkpoint is one self-verifying object ``ckpt-<seq:010d>-<random>.nlsqckpt``::
 
     b"NLSQCKPT1\\n" + <header: one line of JSON> + b"\\n" + <payload>
 
@@ -8,7 +10,8 @@ The payload is an ``np.savez`` archive of the state's arrays; JSON-able values (
 ints, floats, strings, bools, None, lists and dicts of them, such as an RNG state) travel
 in the member ``__json__`` so that the checksum covers them too. The header records the
 problem fingerprint, the sequence number, the UTC creation time, the payload size and its
-SHA-256. ``pickle`` is never used, so loading a checkpoint cannot run code.
+SHA-256, and the SHA-256 of the header itself (``header_sha256``; a damaged header makes
+the checkpoint damaged, never "another problem's"). ``pickle`` is never used, so loading a checkpoint cannot run code.
 
 Writing (``save``): the object gets a *new, unique* name and is written atomically (local:
 temp file + fsync + ``os.replace``; object stores: one PUT; others: temp + ``mv``, see
@@ -19,8 +22,8 @@ complete; only then does rotation delete the ones older than the newest ``keep_l
 Reading (``load_latest``): the listing is authoritative (each object proves its own
 integrity, so the pointer is not needed to find the newest): newest first, a checkpoint that
 fails the magic, header, size or checksum test is skipped with a warning naming it, and the
-first valid one is returned -- or refused with ``CheckpointMismatchError`` if it belongs
-to another problem. One writer per location is assumed.
+first valid one is returned. One writer per problem and location is assumed (the flows
+hold a lock on it: :mod:`flows.ownership`).
 """
 
 from __future__ import annotations
@@ -85,14 +88,28 @@ def encode_state(state: State, *, fingerprint: str, seq: int) -> bytes:
     np.savez(buf, allow_pickle=False, **arrays)
     payload = buf.getvalue()
     header = {
-        "format": 1,
+        "format": 2,
         "fingerprint": fingerprint,
         "seq": int(seq),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
         "size": len(payload),
         "sha256": hashlib.sha256(payload).hexdigest(),
     }
+    header["header_sha256"] = _header_digest(header)
     return MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n" + payload
+
+
+def _header_digest(header: Mapping[str, Any]) -> str:
+    """SHA-256 of the header's other fields (canonical JSON): a flipped byte in the header --
+    in the fingerprint, say -- makes the checkpoint *damaged* (skipped, the previous good one
+    is used), never "a different problem"."""
+    body = {k: v for k, v in header.items() if k != "header_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def namespace(fingerprint: str) -> str:
+    """The directory (under a store's URI) that holds one problem's checkpoints."""
+    return "p-" + hashlib.sha256(str(fingerprint).encode()).hexdigest()[:20]
 
 
 def decode_state(blob: bytes) -> tuple[dict[str, Any], State]:
@@ -106,8 +123,11 @@ def decode_state(blob: bytes) -> tuple[dict[str, Any], State]:
         header = json.loads(blob[len(MAGIC) : end])
         size, digest = int(header["size"]), str(header["sha256"])
         str(header["fingerprint"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise CorruptCheckpointError(f"unreadable header ({exc})") from None
+        fmt = int(header.get("format", 1))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise CorruptCheckpointError(f"unreadable header ({type(exc).__name__})") from None
+    if fmt >= 2 and header.get("header_sha256") != _header_digest(header):
+        raise CorruptCheckpointError("header checksum mismatch (the header was damaged)")
     payload = blob[end + 1 :]
     if len(payload) != size:
         raise CorruptCheckpointError(f"truncated or padded: payload has {len(payload)} bytes, header says {size}")
@@ -142,8 +162,8 @@ class CheckpointStore:
         self.uri = to_uri(uri).rstrip("/")
         self.storage_options = dict(storage_options) if storage_options else None
         self.keep_last = keep_last
-        self._fs, self._dir = resolve(self.uri, self.storage_options)
-        self._dir = self._dir.rstrip("/")
+        self._fs, self._root = resolve(self.uri, self.storage_options)
+        self._root = self._root.rstrip("/")
 
     def __repr__(self) -> str:
         return f"CheckpointStore({scrub(self.uri)!r}, storage_options={redact_options(self.storage_options)!r}, keep_last={self.keep_last})"
@@ -152,15 +172,22 @@ class CheckpointStore:
         """A store for a sub-problem (e.g. one multi-start refinement) at ``<uri>/<name>``."""
         if not name or "/" in name or name.startswith("."):
             raise ValueError(f"child name {name!r} must be a plain, non-empty directory name")
+        if name.startswith("p-"):
+            raise ValueError(f"child name {name!r} must not start with 'p-' (reserved for problem namespaces)")
         return CheckpointStore(join(self.uri, name), self.storage_options, keep_last=self.keep_last)
 
     # -- listing --------------------------------------------------------------------------
-    def _names(self) -> list[tuple[int, str]]:
-        """``(seq, name)`` of the committed checkpoints, oldest first."""
+    def _dir(self, fingerprint: str | None) -> str:
+        """The directory of one problem's checkpoints (None: the store's root, where
+        checkpoints written before namespacing live)."""
+        return self._root if fingerprint is None else f"{self._root}/{namespace(fingerprint)}"
+
+    def _names(self, directory: str) -> list[tuple[int, str]]:
+        """``(seq, name)`` of the committed checkpoints in ``directory``, oldest first."""
         fs = self._fs
-        fs.invalidate_cache(self._dir)  # another process may have written since we last listed
+        fs.invalidate_cache(directory)  # another process may have written since we last listed
         try:
-            entries = fs.ls(self._dir, detail=False)
+            entries = fs.ls(directory, detail=False)
         except FileNotFoundError:
             return []
         out = []
@@ -171,64 +198,93 @@ class CheckpointStore:
                 out.append((int(m.group(1)), name))
         return sorted(out)
 
-    def list(self) -> list[str]:
-        """URIs of the stored checkpoints, oldest first (validity not checked)."""
+    def _namespaces(self) -> list[str]:
+        try:
+            entries = self._fs.ls(self._root, detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries
+                      if e.get("type") == "directory" and e["name"].rstrip("/").rsplit("/", 1)[-1].startswith("p-"))
+
+    def list(self, fingerprint: str | None = None) -> list[str]:
+        """URIs of the stored checkpoints of one problem (all problems when None), oldest
+        first within a problem (validity not checked)."""
         with storage_errors(self.uri, "list checkpoints in", self.storage_options):
-            return [join(self.uri, n) for _, n in self._names()]
+            if fingerprint is not None:
+                ns = namespace(fingerprint)
+                return [join(self.uri, f"{ns}/{n}") for _, n in self._names(self._dir(fingerprint))]
+            out = [join(self.uri, n) for _, n in self._names(self._root)]
+            for ns in self._namespaces():
+                out += [join(self.uri, f"{ns}/{n}") for _, n in self._names(f"{self._root}/{ns}")]
+            return out
 
     # -- CheckpointSink -------------------------------------------------------------------
     def save(self, state: State, *, fingerprint: str) -> str:
         """Write ``state`` as a new checkpoint; returns its URI. Earlier ones stay intact
         until this one is complete; then all but the newest ``keep_last`` are deleted."""
+        fingerprint = str(fingerprint)
+        directory = self._dir(fingerprint)
+        rel = namespace(fingerprint)
         with storage_errors(self.uri, "write a checkpoint to", self.storage_options):
-            names = self._names()
+            names = self._names(directory)
             seq = (names[-1][0] + 1) if names else 1
-            blob = encode_state(state, fingerprint=str(fingerprint), seq=seq)  # raises before any write
+            blob = encode_state(state, fingerprint=fingerprint, seq=seq)  # raises before any write
             name = f"ckpt-{seq:010d}-{uuid.uuid4().hex[:8]}.nlsqckpt"
             if not is_object_store(self._fs):
-                self._fs.makedirs(self._dir, exist_ok=True)  # on S3 this would create a missing bucket
-            write_bytes_atomic(self._fs, f"{self._dir}/{name}", blob)
-            pointer = {"latest": name, "seq": seq, "fingerprint": str(fingerprint), "size": len(blob)}
-            write_bytes_atomic(self._fs, f"{self._dir}/latest.json", json.dumps(pointer).encode())
-            self._rotate(name)
-        return join(self.uri, name)
+                self._fs.makedirs(directory, exist_ok=True)  # on S3 this would create a missing bucket
+            write_bytes_atomic(self._fs, f"{directory}/{name}", blob)
+            pointer = {"latest": name, "seq": seq, "fingerprint": fingerprint, "size": len(blob)}
+            write_bytes_atomic(self._fs, f"{directory}/latest.json", json.dumps(pointer).encode())
+            self._rotate(directory, name)
+        return join(self.uri, f"{rel}/{name}")
 
-    def _rotate(self, newest: str) -> None:
-        names = [n for _, n in self._names()]
+    def _rotate(self, directory: str, newest: str) -> None:
+        names = [n for _, n in self._names(directory)]
         if newest not in names:  # never delete anything unless the new one is visibly in place
             return
         for old in names[: max(0, len(names) - self.keep_last)]:
             if old != newest:
                 try:
-                    self._fs.rm_file(f"{self._dir}/{old}")
+                    self._fs.rm_file(f"{directory}/{old}")
                 except FileNotFoundError:
                     pass
 
-    def load_latest(self, fingerprint: str) -> State | None:
-        """The newest valid state, None when there is none; see the module notes."""
-        with storage_errors(self.uri, "read checkpoints from", self.storage_options):
-            names = self._names()
-            for seq, name in reversed(names):
-                path = f"{self._dir}/{name}"
-                try:
-                    header, state = decode_state(self._fs.cat_file(path))
-                except FileNotFoundError:  # rotated away by a concurrent save
-                    continue
-                except (CorruptCheckpointError, ValueError, OSError, EOFError) as exc:
-                    log.warning("skipping damaged checkpoint %s: %s", scrub(join(self.uri, name)), exc)
-                    continue
-                if header["fingerprint"] != str(fingerprint):
-                    raise CheckpointMismatchError(str(fingerprint), header["fingerprint"], scrub(join(self.uri, name)))
-                return state
+    def _newest_valid(self, directory: str, rel: str):
+        """``(header, state, uri)`` of the newest valid checkpoint in ``directory``, or None."""
+        for _, name in reversed(self._names(directory)):
+            uri = scrub(join(self.uri, f"{rel}/{name}" if rel else name))
+            try:
+                header, state = decode_state(self._fs.cat_file(f"{directory}/{name}"))
+            except FileNotFoundError:  # rotated away by a concurrent save
+                continue
+            except (CorruptCheckpointError, ValueError, OSError, EOFError) as exc:
+                log.warning("skipping damaged checkpoint %s: %s", uri, exc)
+                continue
+            return header, state, uri
         return None
 
-    def describe_latest(self) -> dict[str, Any] | None:
-        """Header of the newest valid checkpoint (fingerprint, seq, created, size), or None."""
+    def load_latest(self, fingerprint: str) -> State | None:
+        """The newest valid state of this problem, None when there is none (see the module notes).
+
+        Other problems' checkpoints live in other namespaces and are never read or deleted.
+        A checkpoint written before namespacing (at the root) is used when it is this
+        problem's; one of another problem raises :class:`CheckpointMismatchError`."""
+        fingerprint = str(fingerprint)
         with storage_errors(self.uri, "read checkpoints from", self.storage_options):
-            for _, name in reversed(self._names()):
-                try:
-                    header, _ = decode_state(self._fs.cat_file(f"{self._dir}/{name}"))
-                except (CorruptCheckpointError, ValueError, OSError, EOFError):
-                    continue
-                return {**header, "uri": scrub(join(self.uri, name))}
-        return None
+            found = self._newest_valid(self._dir(fingerprint), namespace(fingerprint))
+            if found is None:
+                found = self._newest_valid(self._root, "")
+                if found is not None and found[0]["fingerprint"] != fingerprint:
+                    raise CheckpointMismatchError(fingerprint, found[0]["fingerprint"], found[2])
+        return None if found is None else found[1]
+
+    def describe_latest(self) -> dict[str, Any] | None:
+        """Header of the newest valid checkpoint of any problem (fingerprint, seq, created,
+        size, uri), or None."""
+        with storage_errors(self.uri, "read checkpoints from", self.storage_options):
+            best = None
+            for rel in [""] + self._namespaces():
+                found = self._newest_valid(f"{self._root}/{rel}" if rel else self._root, rel)
+                if found is not None and (best is None or str(found[0].get("created")) > str(best.get("created"))):
+                    best = {**found[0], "uri": found[2]}
+        return best

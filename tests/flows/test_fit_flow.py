@@ -95,7 +95,7 @@ def test_streaming_branch_by_preset_checkpoints_and_progress(decay_npz, tmp_path
     assert out["strategy"] == "streaming"
     _assert_close_to_truth(out)
     _assert_matches_scipy(out, decay_npz)
-    ckpts = list((tmp_path / "str" / "checkpoints").glob("*.nlsqckpt"))
+    ckpts = list((tmp_path / "str" / "checkpoints").rglob("*.nlsqckpt"))
     assert ckpts, "streaming writes checkpoints under <storage_uri>/checkpoints"
     progress = [a for a in flow_run_artifacts(state.state_details.flow_run_id) if a.type == "progress"]
     assert len(progress) == 1 and float(progress[0].data) == 100.0

@@ -43,7 +43,7 @@ def test_killed_streaming_run_resumes_from_checkpoints(tmp_path, prefect_api_url
         while time.monotonic() < deadline:  # bounded wait for the first checkpoint
             if child.poll() is not None:
                 pytest.fail(f"the first run ended before it could be killed: {child.stderr.read().decode()[-2000:]}")
-            if list(ckpts.glob("*.nlsqckpt")):
+            if list(ckpts.rglob("*.nlsqckpt")):
                 break
             time.sleep(0.05)
         else:

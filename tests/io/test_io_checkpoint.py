@@ -17,6 +17,7 @@ from io_helpers import put_bytes
 
 from nlsq_tasks.engine.checkpoint import CheckpointMismatchError, CheckpointSink
 from nlsq_tasks.io import CheckpointStore
+from nlsq_tasks.io.checkpoint_store import namespace
 
 
 def _state(i: int) -> dict:
@@ -51,7 +52,7 @@ def test_round_trip_and_protocol(store):
     assert cs.load_latest("fp") is None  # nothing there yet (the directory does not even exist)
     for i in range(1, 3):
         uri = cs.save(_state(i), fingerprint="fp")
-        assert uri.startswith(f"{base}/ckpt/ckpt-{i:010d}-")
+        assert uri.startswith(f"{base}/ckpt/{namespace('fp')}/ckpt-{i:010d}-")
     _same(cs.load_latest("fp"), _state(2))
     assert CheckpointStore(f"{base}/ckpt", storage_options=so).load_latest("fp")["iteration"] == 2  # a fresh reader
 
@@ -67,13 +68,41 @@ def test_rotation_keeps_last(store):
     assert cs.describe_latest()["seq"] == 5
 
 
-def test_foreign_fingerprint_refused(store):
+def test_two_problems_never_touch_each_others_checkpoints(store):
+    """One location, two problems, keep_last=1: each keeps its own newest checkpoint."""
     base, so = store
-    cs = CheckpointStore(f"{base}/ckpt", storage_options=so)
-    cs.save(_state(1), fingerprint="problem-A" * 4)
+    cs = CheckpointStore(f"{base}/ckpt", storage_options=so, keep_last=1)
+    for i in range(1, 4):
+        cs.save(_state(i), fingerprint="problem-A")
+        cs.save(_state(10 + i), fingerprint="problem-B")
+    assert cs.load_latest("problem-A")["iteration"] == 3
+    assert cs.load_latest("problem-B")["iteration"] == 13
+    assert cs.load_latest("problem-C") is None  # a third problem starts fresh, deleting nothing
+    assert len(cs.list()) == 2 and len(cs.list("problem-A")) == 1
+
+
+def test_legacy_root_checkpoint_of_another_problem_is_refused(tmp_path):
+    from nlsq_tasks.io.checkpoint_store import encode_state
+
+    (tmp_path / "ckpt-0000000001-deadbeef.nlsqckpt").write_bytes(encode_state(_state(1), fingerprint="problem-A" * 4, seq=1))
+    cs = CheckpointStore(str(tmp_path))
+    assert cs.load_latest("problem-A" * 4)["iteration"] == 1  # written before namespacing: still resumable
     with pytest.raises(CheckpointMismatchError, match="belongs to a different problem") as err:
         cs.load_latest("problem-B" * 4)
     assert err.value.found == "problem-A" * 4
+
+
+def test_a_flipped_header_byte_is_damage_not_another_problem(tmp_path, caplog):
+    cs = CheckpointStore(str(tmp_path), keep_last=5)
+    cs.save(_state(1), fingerprint="fp-0123456789")
+    newest = cs.save(_state(2), fingerprint="fp-0123456789")
+    blob = bytearray(open(newest, "rb").read())
+    at = blob.index(b"fp-0123456789") + 5
+    blob[at] ^= 0x01  # one bit of the fingerprint in the header
+    put_bytes(newest, bytes(blob))
+    with caplog.at_level(logging.WARNING, logger="nlsq_tasks.io"):
+        assert cs.load_latest("fp-0123456789")["iteration"] == 1
+    assert "header checksum mismatch" in caplog.text
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip", "garbage", "empty"])
@@ -117,13 +146,25 @@ def test_failed_serialization_leaves_previous_intact(store):
     assert cs.load_latest("fp")["iteration"] == 1
 
 
-def test_temporary_leftovers_are_ignored(tmp_path):
+def test_temporary_leftovers_are_ignored_then_cleaned(tmp_path):
     cs = CheckpointStore(str(tmp_path))
-    cs.save(_state(1), fingerprint="fp")
-    # what a writer killed between write and rename leaves behind
-    (tmp_path / ".ckpt-0000000002-deadbeef.nlsqckpt.tmp-123456789abc").write_bytes(b"NLSQCKPT1\n{")
+    first = cs.save(_state(1), fingerprint="fp")
+    ns = tmp_path / first.split("/")[-2]
+    # what writers killed between write and rename leave behind: this host, a dead pid; and an
+    # old-style name (no writer in it) which is ignored by readers and left alone
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    from nlsq_tasks.io._fs import _HOST
+
+    killed = ns / f".ckpt-0000000002-deadbeef.nlsqckpt.tmp-{_HOST}.{dead}.0123456789ab"
+    killed.write_bytes(b"NLSQCKPT1\n{")
+    old_style = ns / ".ckpt-0000000002-deadbeef.nlsqckpt.tmp-123456789abc"
+    old_style.write_bytes(b"NLSQCKPT1\n{")
+    live = ns / f".ckpt-0000000009-deadbeef.nlsqckpt.tmp-{_HOST}.1.0123456789ab"  # pid 1 is alive
+    live.write_bytes(b"x")
     assert cs.load_latest("fp")["iteration"] == 1
     assert cs.save(_state(2), fingerprint="fp").split("/")[-1].startswith("ckpt-0000000002-")
+    assert not killed.exists()  # cleaned by the next write
+    assert live.exists() and old_style.exists()  # a write in progress is never touched
 
 
 _WRITER = textwrap.dedent(
@@ -147,13 +188,13 @@ def test_crash_mid_write_leaves_previous_checkpoint(tmp_path, caplog):
     """A real crash: the writer process is killed by the kernel halfway through a write."""
     proc = subprocess.run([sys.executable, "-c", _WRITER, str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == -signal.SIGXFSZ, proc.stderr
-    leftovers = [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    leftovers = [p for p in tmp_path.rglob("*") if ".tmp-" in p.name]
     assert len(leftovers) == 1 and leftovers[0].stat().st_size == 4 << 20  # the crash hit mid-write
     with caplog.at_level(logging.WARNING, logger="nlsq_tasks.io"):
         state = CheckpointStore(str(tmp_path)).load_latest("fp")
     assert state["iteration"] == 1
     assert "skipping" not in caplog.text  # no damaged checkpoint was ever visible under a final name
-    assert len(list(tmp_path.glob("ckpt-*.nlsqckpt"))) == 1
+    assert len(list(tmp_path.rglob("ckpt-*.nlsqckpt"))) == 1
 
 
 def test_default_location_uses_workflow_directory(tmp_path, monkeypatch):
