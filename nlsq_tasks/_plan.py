@@ -62,6 +62,7 @@ class Plan:
     checkpoint: Any
     progress: Callable | None
     notes: list[str] = field(default_factory=list)
+    execution: Any = None  # engine.sharded.Execution: devices and processes the passes use, and why
 
     @property
     def tolerances(self) -> dict[str, float]:
@@ -204,6 +205,7 @@ def make_plan(
         validate = bool(getattr(preset, "validate", False)) or goal is OptimizationGoal.QUALITY
     checkpoint = V.check_checkpoint(kwargs.get("checkpoint"))
     progress = V.check_callable_or_none("progress", kwargs.get("progress"))
+    execution = _execution(kwargs, preset, strategy, config, n_points, n_starts, covariance)
     # Last, once every cheap check has passed: the model itself, on a few points.
     V.check_model_at_p0(model_fn(model), probe, p_start, names)
     if jac is not None:
@@ -227,7 +229,24 @@ def make_plan(
         validate=bool(validate),
         checkpoint=checkpoint,
         progress=progress,
+        execution=execution,
     )
+
+
+def _execution(kwargs, preset, strategy, config, n_points, n_starts, covariance):
+    """Which devices the passes run on: ``devices=`` > the preset's ``devices`` caps the
+    visible ones (see :func:`nlsq_tasks.engine.sharded.plan_devices`)."""
+    from .engine.sharded import plan_devices
+
+    cap = kwargs.get("devices")
+    if cap is None:
+        cap = getattr(preset, "devices", None)
+    cap = V.check_positive_int("devices", cap, minimum=1)
+    try:
+        return plan_devices(n_points, strategy, n_starts=n_starts, covariance=covariance, cap=cap,
+                            chunk_size=getattr(config, "chunk_size", None))
+    except ValueError as exc:
+        raise V.FitInputError("devices", cap, str(exc)) from exc
 
 
 def _guess(model, xy, names, lower, upper) -> np.ndarray:

@@ -61,6 +61,7 @@ FIT_KWARGS = (
     "progress",
     "strategy",
     "validate",
+    "devices",
 )
 
 
@@ -108,7 +109,9 @@ def fit(
         or None), checkpoint (a CheckpointSink), progress (callable taking an event dict
         ``{"phase", "pass", "chunk", "n_chunks", "cost", "nit"}``: every chunk when streaming,
         a "start" and a "done" event otherwise), strategy (force
-        'standard', 'chunked' or 'streaming'), validate (bool: run the QUALITY checks).
+        'standard', 'chunked' or 'streaming'), validate (bool: run the QUALITY checks),
+        devices (int >= 1: at most this many devices; by default a standard or chunked fit
+        shards its points over every visible device, see ``result.execution``).
 
     Returns
     -------
@@ -342,6 +345,11 @@ def _solve_quiet(plan: Plan, fn, x, y, sigma, source) -> FitResult:
             chunk_size=getattr(plan.config, "chunk_size", None), source=source, config=plan.config,
             checkpoint=plan.checkpoint, progress=plan.progress,
         )
+    if plan.execution is not None and plan.execution.sharded:
+        from .engine.sharded import fit_sharded_arrays
+
+        return fit_sharded_arrays(fn, x, y, sigma, *args, strategy=plan.strategy, execution=plan.execution,
+                                  progress=plan.progress)
     if plan.strategy == "standard":
         return run_standard(fn, x, y, sigma, *args, progress=plan.progress)
     if plan.strategy == "chunked":
@@ -388,6 +396,8 @@ def _finish(result: FitResult, plan: Plan, t0: float, t_prep: float) -> FitResul
     result.goal = None if plan.goal is None else plan.goal.name.lower()
     result.tolerances = plan.tolerances
     result.loss = plan.options.loss
+    if plan.execution is not None and not result.execution:
+        result.execution = plan.execution.to_dict()
     result.timings["prepare"] = t_prep
     result.timings["total"] = time.perf_counter() - t0
     result.extra_warnings.extend(plan.notes)

@@ -94,6 +94,9 @@ class FitResult:
     starts: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: dict[str, Any] = field(default_factory=dict)
     validation: Any = None  # ValidationReport once the QUALITY pass ran
+    # Where the passes ran: backend, device kind, device and process counts, rows per
+    # device, sharded or not and why (see nlsq_tasks.engine.sharded.Execution).
+    execution: dict[str, Any] = field(default_factory=dict)
     extra_warnings: list[str] = field(default_factory=list)
 
     # -- SciPy-like views -------------------------------------------------------------
@@ -196,6 +199,7 @@ class FitResult:
                 "goal": self.goal,
                 "starts": self.starts,
                 "checkpoints": self.checkpoints,
+                "execution": self.execution,
                 "validation": None if self.validation is None else self.validation.to_dict(),
                 "warnings": self.warnings,
             }
@@ -252,6 +256,13 @@ class FitResult:
             lines.append(
                 "    budget: "
                 + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in b.items())
+            )
+        if self.execution:
+            e = self.execution
+            lines.append(
+                f"    execution: {e.get('n_devices', 1)} {e.get('backend', '?')} device(s) ({e.get('device_kind', '?')}), "
+                f"{e.get('n_processes', 1)} process(es), {e.get('rows_per_device', 0):,} rows per device"
+                + (f" -- {e['reason']}" if e.get("reason") else "")
             )
         if self.timings:
             lines.append("    timings: " + ", ".join(f"{k}={v:.3f}s" for k, v in self.timings.items()))

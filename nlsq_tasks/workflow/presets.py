@@ -90,6 +90,8 @@ with warnings.catch_warnings():
         max_nfev: Optional[StrictInt] = Field(None, ge=1)
         loss: Literal["linear", "soft_l1", "huber", "cauchy", "arctan"] = "linear"
         f_scale: float = Field(1.0, gt=0.0, allow_inf_nan=False)
+        # At most this many devices for one fit's passes (None: every visible one).
+        devices: Optional[StrictInt] = Field(None, ge=1)
 
         @model_validator(mode="before")
         @classmethod

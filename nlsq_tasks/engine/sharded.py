@@ -1,0 +1,511 @@
+"""Sharded in-memory passes: one fit over every device of a node, or of a multi-process job.
+
+The points are split over a one-axis device mesh (axis ``"points"``): device ``d`` holds
+rows ``[d*m, (d+1)*m)`` of the data laid out as the strategy lays it out (standard:
+``m`` rows padded to a size bucket, cache-sized tiles; chunked: ``m = ceil(n/D)`` rows in
+``chunk_size`` tiles). Every pass is a ``shard_map`` in which each device folds its own
+tiles (the in-memory tiled pass, unchanged), and the ``D`` per-device partials are then
+folded **in device order** with the reduction's ``combine``, starting from its ``zero``
+(never a bare ``psum``: the pass interface's contract is a fold in a fixed order, so the
+result does not depend on how a collective happens to add, and a non-additive reduction
+such as a TSQR factor works unchanged). The trust-region step, tests and covariance are
+the shared, replicated p x p work of :mod:`.loop` / :mod:`.trust_region`.
+
+Data reach the devices shard by shard (``jax.make_array_from_callback``): each device's
+slice is cut (and padded) on the host and placed on that device; there is never a whole
+copy on one device. In a multi-process job (``jax.distributed``) the callback runs only
+for this process's devices, so a process reads only its own rows (see
+:func:`lay_out_rows`, which takes a row reader; the fsspec reading lives in
+:mod:`nlsq_tasks.io`).
+
+With one device nothing here runs: :func:`plan_devices` says so and the strategies run
+their usual single-device program (nothing extra is compiled).
+
+Checkpointed runs (multi-process jobs, which JAX brings down as a whole when one process
+dies) run the same compiled loop in segments of ``every`` data passes; between segments
+process 0 saves the whole trust-region state, and a re-launch loads it (process 0 reads,
+then broadcasts) and continues: the iterates are exactly those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from .finalize import build_result
+from .normal_eqs import NormalEquations, add_normal_eqs, centered_sum_squares, data_pass, zero_normal_eqs
+from .options import SolverOptions
+from .result import FitResult
+from .trust_region import RUNNING, TRSettings, TRState, as_settings, tr_init, tr_propose, tr_update
+
+logger = logging.getLogger("nlsq_tasks")
+
+AXIS = "points"
+# Fewer points per device than this and sharding costs more (a collective per pass,
+# a second compiled program) than it saves: such fits run on one device.
+MIN_ROWS_PER_DEVICE = 4096
+STRATEGIES = ("standard", "chunked")
+
+
+# -- the execution record ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Execution:
+    """Where a fit's passes ran: recorded on the plan, the result and its report."""
+
+    backend: str  # "cpu", "gpu", "tpu"
+    device_kind: str  # e.g. "NVIDIA H200", "cpu"
+    n_devices: int  # devices the points are spread over (1: not sharded)
+    n_processes: int  # JAX processes taking part (jax.distributed)
+    rows_per_device: int  # rows each device holds, padding included
+    per_device_batch: int  # points per tile on each device (the pass's cache-sized step)
+    sharded: bool
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        where = f"{self.n_devices} {self.backend} device(s) ({self.device_kind})"
+        if self.n_processes > 1:
+            where += f" in {self.n_processes} processes"
+        return f"{where}, {self.rows_per_device:,} rows per device -- {self.reason}"
+
+
+def _device_kind(devices) -> str:
+    kinds = sorted({getattr(d, "device_kind", d.platform) for d in devices})
+    return ", ".join(kinds)
+
+
+def plan_devices(
+    n_points: int,
+    strategy: str,
+    *,
+    n_starts: int = 1,
+    covariance: bool = False,
+    cap: int | None = None,
+    chunk_size: int | None = None,
+) -> Execution:
+    """Decide how many devices the passes of this fit use, and why (pure decision, no data).
+
+    All of ``jax.devices()`` (every process's, in a ``jax.distributed`` job) is the pool;
+    ``MultiGPUConfig`` from :func:`~nlsq_tasks.workflow.get_multi_gpu_config` bounds it on
+    GPUs (a PBS/SLURM allocation's GPUs per node), ``cap`` (a preset's or request's
+    ``devices``) bounds it further. One device, a covariance ``sigma``, multi-start
+    (vmapped over starts on one device), streaming, or too few points per device: one
+    device.
+    """
+    devices = jax.devices()
+    backend = devices[0].platform
+    n_proc = jax.process_count()
+    pool = len(devices)
+    why_pool = f"{pool} {backend} device(s) visible"
+    if backend == "gpu" and n_proc == 1:
+        from ..workflow import get_multi_gpu_config
+
+        cfg = get_multi_gpu_config()
+        if cfg is not None and cfg.n_devices < pool:
+            pool, why_pool = cfg.n_devices, f"{why_pool}, MultiGPUConfig uses {cfg.n_devices}"
+    if cap is not None and int(cap) < pool:
+        pool, why_pool = int(cap), f"{why_pool}, capped to {int(cap)} by devices={int(cap)}"
+
+    def single(reason: str) -> Execution:
+        if n_proc > 1:
+            raise ValueError(
+                f"this fit cannot be spread over the {n_proc} processes of this jax.distributed job: {reason}. "
+                f"Multi-process fits take strategy 'standard' or 'chunked', one start, per-point sigma."
+            )
+        tile = shard_layout(int(n_points), 1, strategy, chunk_size)[1] if strategy in STRATEGIES else int(chunk_size or 0)
+        return Execution(backend, _device_kind(devices[:1]), 1, 1, int(n_points), tile, False, reason)
+
+    if pool <= 1:
+        return single(why_pool)
+    if strategy not in STRATEGIES:
+        return single(f"{why_pool}, but the {strategy} strategy runs its passes on one device")
+    if covariance:
+        return single(f"{why_pool}, but a covariance sigma (n, n) couples every point: one device")
+    if n_starts > 1:
+        return single(f"{why_pool}, but multi-start vmaps its {n_starts} starts on one device")
+    if n_proc == 1 and n_points < pool * MIN_ROWS_PER_DEVICE:
+        return single(f"{why_pool}, but {n_points:,} points are too few to share (< {MIN_ROWS_PER_DEVICE:,} per device)")
+    if n_proc > 1 and pool != len(devices):
+        raise ValueError(f"devices={cap}: a jax.distributed job spreads over all its {len(devices)} devices")
+    rows, tile = shard_layout(int(n_points), pool, strategy, chunk_size)
+    reason = f"{why_pool}: points sharded over {pool}"
+    return Execution(backend, _device_kind(devices[:pool]), pool, n_proc, rows, tile, True, reason)
+
+
+def shard_layout(n: int, n_devices: int, strategy: str, chunk_size: int | None = None) -> tuple[int, int]:
+    """``(rows per device, tile)``: each device's share laid out as the strategy lays out
+    a whole data set (standard: padded to a size bucket, cache-sized tiles; chunked:
+    ``ceil(n / D)`` rows walked in ``chunk_size`` tiles)."""
+    share = -(-int(n) // int(n_devices))
+    if strategy == "standard":
+        from .strategies import standard_layout
+
+        return standard_layout(share)
+    return share, max(1, min(int(chunk_size or share), share))
+
+
+# -- data placement ----------------------------------------------------------------------
+class ShardedData(NamedTuple):
+    mesh: Mesh
+    x: jax.Array  # (D*m,) or (k, D*m), sharded on the last axis
+    y: jax.Array  # (D*m,)
+    sigma: jax.Array | None  # (D*m,) or None
+    n_valid: int  # real points (the rest is padding, masked)
+    rows: int  # m, rows per device
+    tile: int
+
+
+def make_mesh(n_devices: int) -> Mesh:
+    """The first ``n_devices`` of ``jax.devices()`` (process order) on one axis."""
+    return Mesh(np.array(jax.devices()[: int(n_devices)]), (AXIS,))
+
+
+def _spec(ndim: int) -> P:
+    return P(AXIS) if ndim == 1 else P(None, AXIS)
+
+
+def _rows_of(index, ndim: int) -> slice:
+    return index[-1] if ndim > 1 else index[0]
+
+
+def lay_out_rows(read_rows: Callable[[int, int], tuple], n_points: int, n_features: int, has_sigma: bool,
+                 fill: tuple, execution: Execution) -> ShardedData:
+    """Global sharded arrays built from ``read_rows(lo, hi) -> (x, y, sigma)`` (real rows
+    ``[lo, hi)`` only, ``hi <= n_points``), called once per device *of this process*.
+
+    ``fill = (x_point, y_value, sigma_value)`` pads rows past ``n_points`` (a point where
+    the model is finite: padding is masked, but must not poison the tile with NaN).
+    """
+    mesh = make_mesh(execution.n_devices)
+    m = int(execution.rows_per_device)
+    total = m * execution.n_devices
+    n = int(n_points)
+    cache: dict[int, tuple] = {}  # one read per device, shared by its x, y and sigma
+
+    def rows(lo: int) -> tuple:
+        if lo not in cache:
+            hi = min(lo + m, n)
+            got = read_rows(lo, hi) if hi > lo else None
+            cache[lo] = _pad_rows(got, hi - lo if hi > lo else 0, m, n_features, has_sigma, fill)
+        return cache[lo]
+
+    def array(pos: int, shape):
+        ndim = len(shape)
+
+        def cb(index):
+            sl = _rows_of(index, ndim)
+            return rows(int(sl.start or 0))[pos]
+
+        return jax.make_array_from_callback(shape, NamedSharding(mesh, _spec(ndim)), cb)
+
+    x_shape = (total,) if n_features == 1 else (n_features, total)
+    x = array(0, x_shape)
+    y = array(1, (total,))
+    sigma = array(2, (total,)) if has_sigma else None
+    cache.clear()
+    return ShardedData(mesh, x, y, sigma, n, m, int(execution.per_device_batch))
+
+
+def _pad_rows(got, k: int, m: int, n_features: int, has_sigma: bool, fill: tuple) -> tuple:
+    """Exactly ``m`` rows: the ``k`` real ones, then copies of the fill values."""
+    fx, fy, fs = fill
+    x = np.empty((m,) if n_features == 1 else (n_features, m), np.float64)
+    y = np.empty(m, np.float64)
+    s = np.empty(m, np.float64) if has_sigma else None
+    if k:
+        gx, gy, gs = got
+        x[..., :k] = np.asarray(gx, np.float64)
+        y[:k] = np.asarray(gy, np.float64)
+        if has_sigma:
+            s[:k] = np.asarray(gs, np.float64)
+    if k < m:
+        x[..., k:] = np.asarray(fx, np.float64).reshape((-1, 1) if n_features > 1 else ())
+        y[k:] = fy
+        if has_sigma:
+            s[k:] = fs
+    return x, y, s
+
+
+def lay_out_arrays(x, y, sigma, execution: Execution) -> ShardedData:
+    """In-memory data (this process holds it all) sharded over ``execution``'s devices."""
+    x = np.asarray(x)
+    y = np.asarray(y)
+    sigma = None if sigma is None else np.asarray(sigma)
+    n = int(y.shape[0])
+    fill = (x[..., n - 1], y[n - 1], None if sigma is None else sigma[n - 1])  # edge values, as the one-device layout
+    return lay_out_rows(
+        lambda lo, hi: (x[..., lo:hi], y[lo:hi], None if sigma is None else sigma[lo:hi]),
+        n, 1 if x.ndim == 1 else x.shape[0], sigma is not None, fill, execution,
+    )
+
+
+# -- the compiled, sharded loop -----------------------------------------------------------
+class Carry(NamedTuple):
+    state: TRState
+    started: jax.Array  # False until the pass at p0 has run
+
+
+def initial_carry(p0, lower, upper, settings: TRSettings) -> Carry:
+    """The loop's state before the first pass, built on the host: iteration 0 evaluates
+    ``p0`` and replaces every field with ``tr_init``'s, so only shapes and dtypes matter
+    here (and finite values, as the discarded first proposal is computed from them)."""
+    p0 = np.asarray(p0, np.float64)
+    shapes = jax.eval_shape(
+        lambda p, lo, hi, st: tr_init(p, zero_normal_eqs(p.shape[0]), lo, hi, st), p0, lower, upper, settings
+    )
+    s = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), shapes)
+    ones = np.ones_like(p0)
+    s = s._replace(p=p0.copy(), scale_inv=ones, radius=np.ones_like(s.radius), status=np.asarray(RUNNING, np.int32))
+    return Carry(s, np.asarray(False))
+
+
+def drive_segment(evaluate, carry: Carry, p0, lower, upper, settings: TRSettings, stop_nfev) -> Carry:
+    """The trust-region loop of :mod:`.loop`, resumable: from ``carry``, iterate until the
+    fit stops or ``nfev`` reaches ``stop_nfev`` (a run-time value: segments of any length
+    share one compiled program). Iteration 0 evaluates ``p0`` and calls ``tr_init``."""
+    hard_cap = jnp.minimum(settings.max_nfev + 1, stop_nfev)
+
+    def cond(c: Carry):
+        return (c.state.status == RUNNING) & (c.state.nfev < hard_cap)
+
+    def body(c: Carry):
+        s, started = c
+        prop = tr_propose(s, lower, upper, settings)
+        neq = evaluate(jnp.where(started, prop.p_trial, p0))
+        s = lax.cond(
+            started,
+            lambda: tr_update(s, prop, neq, lower, upper, settings),
+            lambda: tr_init(p0, neq, lower, upper, settings),
+        )
+        return Carry(s, jnp.asarray(True))
+
+    return lax.while_loop(cond, body, carry)
+
+
+def _fold_devices(parts, n_devices: int, n_params: int):
+    """Per-device partials (leading axis D) folded with ``combine`` in device order."""
+    acc = zero_normal_eqs(n_params)
+    for i in range(n_devices):
+        acc = add_normal_eqs(acc, jax.tree.map(lambda a: a[i], parts))
+    return acc
+
+
+def _sharded_pass(fn, loss: str, tile: int, mesh: Mesh, x_ndim: int, has_sigma: bool):
+    """``(p, f_scale, n_valid, x, y[, sigma]) -> NormalEquations``: each device folds its
+    own tiles; the D partials come back stacked (sharded) and are folded in device order."""
+    n_dev = mesh.size
+
+    def local(p, f_scale, n_valid, x, y, *sigma):
+        rows = y.shape[0]
+        d = lax.axis_index(AXIS)
+        nv = jnp.clip(n_valid - d * rows, 0, rows)
+        neq = data_pass(fn, loss, f_scale, p, x, y, sigma[0] if sigma else None, nv, tile)
+        return jax.tree.map(lambda a: a[None], neq)
+
+    in_specs = (P(), P(), P(), _spec(x_ndim), P(AXIS)) + ((P(AXIS),) if has_sigma else ())
+    # check_vma off: the tiles' scan starts from a replicated zero and adds per-device
+    # values; the per-device result is declared varying by out_specs anyway.
+    smap = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P(AXIS), check_vma=False)
+
+    def evaluate(p, f_scale, n_valid, *data):
+        return _fold_devices(smap(p, f_scale, n_valid, *data), n_dev, p.shape[0])
+
+    return evaluate
+
+
+def _sharded_sst(mesh: Mesh):
+    """:math:`\\sum (y - \\bar y)^2` over the real points, per device then folded in order."""
+
+    def local(y, n_valid, mean):
+        rows = y.shape[0]
+        nv = jnp.clip(n_valid - lax.axis_index(AXIS) * rows, 0, rows)
+        return centered_sum_squares(y, nv, mean)[None]
+
+    smap = jax.shard_map(local, mesh=mesh, in_specs=(P(AXIS), P(), P()), out_specs=P(AXIS), check_vma=False)
+
+    def sst(y, n_valid, mean):
+        parts = smap(y, n_valid, mean)
+        acc = jnp.zeros((), parts.dtype)
+        for i in range(mesh.size):
+            acc = acc + parts[i]
+        return acc
+
+    return sst
+
+
+_compiled: dict[Any, Any] = {}
+_compiled_lock = threading.Lock()
+_COMPILED_MAX = 32
+_COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}  # as loop.py: p x p work, same speed
+
+
+def _segment_program(fn, loss: str, tile: int, mesh: Mesh, x_ndim: int, has_sigma: bool):
+    """The segment program ``(carry, p0, lower, upper, settings, f_scale, n_valid,
+    stop_nfev, x, y[, sigma]) -> (carry, sst)`` for one mesh (jitted, not yet compiled)."""
+    evaluate = _sharded_pass(fn, loss, tile, mesh, x_ndim, has_sigma)
+    sst_of = _sharded_sst(mesh)
+
+    def segment(carry, p0, lower, upper, settings, f_scale, n_valid, stop_nfev, x, y, *sigma):
+        c = drive_segment(lambda p: evaluate(p, f_scale, n_valid, x, y, *sigma), carry, p0, lower, upper,
+                          settings, stop_nfev)
+        count = jnp.maximum(c.state.neq.count, 1.0)
+        return c, sst_of(y, n_valid, c.state.neq.sum_y / count)
+
+    return jax.jit(segment, out_shardings=NamedSharding(mesh, P()))
+
+
+def _compile(fn, loss: str, data: "ShardedData", args) -> tuple[Any, float]:
+    """The compiled segment program for these argument shapes (cached); ``(executable, compile_s)``."""
+    shapes = tuple((tuple(np.shape(a)), str(np.asarray(a).dtype) if not isinstance(a, jax.Array) else str(a.dtype))
+                   for a in jax.tree.leaves(args))
+    key = (fn, loss, int(data.tile), data.mesh, data.x.ndim, data.sigma is not None, shapes)
+    with _compiled_lock:
+        exe = _compiled.get(key)
+    if exe is not None:
+        return exe, 0.0
+    t0 = time.perf_counter()
+    prog = _segment_program(fn, loss, int(data.tile), data.mesh, data.x.ndim, data.sigma is not None)
+    exe = prog.lower(*args).compile(compiler_options=_COMPILER_OPTIONS)
+    compile_s = time.perf_counter() - t0
+    with _compiled_lock:
+        if len(_compiled) >= _COMPILED_MAX:
+            _compiled.pop(next(iter(_compiled)))
+        _compiled[key] = exe
+    return exe, compile_s
+
+
+def _to_host(tree):
+    """A replicated global array tree as numpy (each process reads its own copy)."""
+    return jax.tree.map(lambda a: np.asarray(a.addressable_data(0)) if isinstance(a, jax.Array) else np.asarray(a), tree)
+
+
+# -- checkpoints ----------------------------------------------------------------------------
+def carry_to_state(carry: Carry) -> dict[str, Any]:
+    """The loop state as the flat dict a :class:`~.checkpoint.CheckpointSink` stores."""
+    leaves = jax.tree.leaves(carry)
+    out: dict[str, Any] = {f"leaf{i:03d}": np.asarray(v) for i, v in enumerate(leaves)}
+    out["kind"] = "sharded-loop"
+    out["n_leaves"] = len(leaves)
+    return out
+
+
+def state_to_carry(state: dict[str, Any], like: Carry) -> Carry:
+    leaves, treedef = jax.tree.flatten(like)
+    if state.get("kind") != "sharded-loop" or int(state.get("n_leaves", -1)) != len(leaves):
+        raise ValueError("the checkpoint is not a sharded-loop state of this problem")
+    new = [np.asarray(state[f"leaf{i:03d}"]).astype(np.asarray(v).dtype).reshape(np.shape(v)) for i, v in enumerate(leaves)]
+    return jax.tree.unflatten(treedef, new)
+
+
+def _load_for_all(checkpoint, fingerprint: str, like: Carry) -> tuple[Carry, bool]:
+    """Process 0 loads the latest checkpoint and every process gets the same carry."""
+    n_proc = jax.process_count()
+    loaded = None
+    if jax.process_index() == 0 and checkpoint is not None:
+        st = checkpoint.load_latest(fingerprint)
+        loaded = None if st is None else state_to_carry(st, like)
+    if n_proc == 1:
+        return (like, False) if loaded is None else (loaded, True)
+    from jax.experimental import multihost_utils
+
+    flag = multihost_utils.broadcast_one_to_all(np.int32(loaded is not None))
+    if not int(flag):
+        return like, False
+    src = loaded if loaded is not None else like
+    got = multihost_utils.broadcast_one_to_all(jax.tree.map(np.asarray, src))
+    return jax.tree.map(np.asarray, got), True
+
+
+# -- running --------------------------------------------------------------------------------
+def run_sharded(
+    fn,
+    data: ShardedData,
+    p0,
+    lower,
+    upper,
+    options: SolverOptions,
+    param_names: Sequence[str],
+    *,
+    strategy: str,
+    execution: Execution,
+    checkpoint=None,
+    fingerprint: str = "",
+    every: int | None = None,
+    progress=None,
+) -> FitResult:
+    """Fit on sharded data. Without ``checkpoint`` the whole loop is one compiled call;
+    with one, it runs in segments of ``every`` passes (default 1) and process 0 saves the
+    state after each; a saved state of the same ``fingerprint`` is resumed from."""
+    p0 = np.asarray(p0, np.float64)
+    lower = np.asarray(lower, np.float64)
+    upper = np.asarray(upper, np.float64)
+    settings = as_settings(options, p0.shape[0])
+    args_data = (data.x, data.y) + (() if data.sigma is None else (data.sigma,))
+    carry = initial_carry(p0, lower, upper, settings)
+    resumed = False
+    if checkpoint is not None:
+        carry, resumed = _load_for_all(checkpoint, fingerprint, carry)
+    cap = int(settings.max_nfev) + 1
+    step = cap if checkpoint is None else max(1, int(every or 1))
+    n_valid, f_scale = np.int64(data.n_valid), np.float64(options.f_scale)
+    exe, compile_s = _compile(fn, options.loss, data, (carry, p0, lower, upper, settings, f_scale, n_valid,
+                                                        np.int32(0)) + args_data)
+    t0 = time.perf_counter()
+    saves = 0
+    while True:  # bounded: every segment adds >= 1 pass or stops the fit
+        nfev = int(np.asarray(carry.state.nfev))
+        stop = np.int32(min(cap, nfev + step))
+        out, sst = exe(carry, p0, lower, upper, settings, f_scale, n_valid, stop, *args_data)
+        carry, sst = _to_host((out, sst))
+        done = int(carry.state.status) != RUNNING or int(carry.state.nfev) >= cap
+        if checkpoint is not None and jax.process_index() == 0:
+            checkpoint.save(carry_to_state(carry), fingerprint=fingerprint)
+            saves += 1
+        if progress is not None:
+            n_chunks = max(1, -(-data.n_valid // max(1, data.tile)))
+            progress({"phase": "pass", "pass": int(carry.state.nfev), "chunk": n_chunks - 1, "n_chunks": n_chunks,
+                      "cost": float(carry.state.neq.cost), "nit": int(carry.state.nit)})
+        if done or int(carry.state.nfev) <= nfev:
+            break
+    run_s = time.perf_counter() - t0
+    result = build_result(
+        carry.state, float(sst), options=options, param_names=param_names, lower=lower, upper=upper,
+        strategy=strategy, timings={"compile_s": compile_s, "run_s": run_s},
+    )
+    result.execution = execution.to_dict()
+    if checkpoint is not None:
+        result.checkpoints = {"resumed": resumed, "saved": saves, "every_passes": step,
+                              "writer": "process 0" if execution.n_processes > 1 else "this process"}
+    return result
+
+
+def fit_sharded_arrays(fn, x, y, sigma, p0, lower, upper, options: SolverOptions, param_names, *, strategy: str,
+                       execution: Execution, progress=None) -> FitResult:
+    """Shard in-memory data over ``execution``'s devices and fit (the front door's hook)."""
+    t0 = time.perf_counter()
+    data = lay_out_arrays(x, y, sigma, execution)
+    placed = time.perf_counter() - t0
+    result = run_sharded(fn, data, p0, lower, upper, options, param_names, strategy=strategy,
+                         execution=execution, progress=progress)
+    result.timings["placement_s"] = placed
+    return result
+
+
+__all__ = [
+    "AXIS", "Execution", "ShardedData", "plan_devices", "shard_layout", "make_mesh", "lay_out_rows",
+    "lay_out_arrays", "run_sharded", "fit_sharded_arrays", "drive_segment", "initial_carry",
+    "carry_to_state", "state_to_carry", "MIN_ROWS_PER_DEVICE",
+]

@@ -1,0 +1,78 @@
+"""Sharded passes over forced CPU devices (a subprocess: the device count is fixed when
+JAX starts) match the one-device fit; with one device nothing sharded is compiled."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import nlsq_tasks
+from nlsq_tasks.engine import sharded
+
+WORKER = Path(__file__).with_name("forced_devices_worker.py")
+
+
+@pytest.fixture(scope="module")
+def four_devices() -> dict:
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, str(WORKER)], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("strategy", ["standard", "chunked"])
+def test_four_devices_match_one_device(four_devices, strategy):
+    r = four_devices[strategy]
+    assert four_devices["n_devices_visible"] == 4
+    ex, ex1 = r["execution"], r["execution_one"]
+    assert ex["sharded"] and ex["n_devices"] == 4 and ex["n_processes"] == 1 and ex["backend"] == "cpu"
+    assert not ex1["sharded"] and ex1["n_devices"] == 1
+    assert ex["rows_per_device"] * 4 >= 40_003
+    popt, popt1 = np.array(r["sharded"]), np.array(r["one"])
+    np.testing.assert_allclose(popt, popt1, rtol=1e-12, atol=0)
+    assert r["status"][0] == r["status"][1] and r["status"][0] != "MAX_NFEV"
+    assert r["active"][1] == 1  # b sits on its upper bound: bounds took part
+    np.testing.assert_allclose(r["chi2"][0], r["chi2"][1], rtol=1e-12)
+    assert r["summary_execution"] == ex
+    assert "4 cpu device(s)" in r["report"] and "rows per device" in r["report"]
+
+
+def test_each_device_holds_only_its_rows(four_devices):
+    shards = four_devices["shards"]
+    assert len({d for d, _ in shards}) == 4
+    assert all(rows == four_devices["rows"] for _, rows in shards)
+    assert four_devices["rows"] < 40_003  # a share, not a copy of the whole data
+
+
+def _model(x, a, b):
+    return a * jnp.exp(-b * x)
+
+
+def test_one_device_compiles_nothing_sharded():
+    import jax
+
+    if len(jax.devices()) != 1:
+        pytest.skip("this check needs a one-device process")
+    x = np.linspace(0, 4, 20_000)
+    y = 3.0 * np.exp(-0.7 * x)
+    before = len(sharded._compiled)
+    res = nlsq_tasks.fit(_model, x, y, p0=[1.0, 1.0])
+    assert res.execution["n_devices"] == 1 and not res.execution["sharded"]
+    assert "1 cpu device(s) visible" in res.execution["reason"]
+    assert len(sharded._compiled) == before
+
+
+def test_devices_must_be_a_positive_count():
+    x = np.linspace(0, 4, 100)
+    from nlsq_tasks.api import FitInputError
+
+    with pytest.raises(FitInputError) as err:
+        nlsq_tasks.fit(_model, x, np.exp(-x), p0=[1.0, 1.0], devices=0)
+    assert err.value.field == "devices"
