@@ -22,10 +22,13 @@ import numpy as np
 
 from . import normal_eqs as _ne
 from . import trust_region as _tr
+from .passes import ChunkPartial, NormalEquationsPass, SourceExecutor, merge_moments, zeros
+from .passes.host import stacked_combine_jit
+from .passes.host import pad_chunk  # noqa: F401  (re-exported: older imports)
 from .sources import Chunk, ChunkSource
 from .status import FitStatus
 
-STATE_VERSION = 1
+STATE_VERSION = 2  # 2: y statistics kept as mergeable (count, mean, M2)
 
 
 class ChunkError(ValueError):
@@ -69,53 +72,6 @@ def check_chunk(chunk: Chunk, j: int, source: ChunkSource, offset: int) -> None:
         raise ChunkError(f"chunk {j}: sigma={float(np.asarray(s)[bad])} at point {offset + bad}; sigma must be > 0.")
 
 
-def pad_chunk(chunk: Chunk, m: int):
-    """Pad to ``m`` points (edge values for x so the model stays finite) and build the mask."""
-    k = int(np.asarray(chunk.y).shape[0])
-    pad = m - k
-    x = np.asarray(chunk.x, dtype=np.float64)
-    y = np.asarray(chunk.y, dtype=np.float64)
-    s = np.ones(k) if chunk.sigma is None else np.asarray(chunk.sigma, dtype=np.float64)
-    if pad:
-        x = np.pad(x, ((0, pad),) if x.ndim == 1 else ((0, 0), (0, pad)), mode="edge")
-        y = np.pad(y, (0, pad))
-        s = np.pad(s, (0, pad), constant_values=1.0)
-    return x, y, s, np.arange(m) < k
-
-
-# -- compiled pieces (cached per model and loss, so re-fits reuse the compilation) ----------
-
-
-# Points per cache-sized tile inside a chunk. Deliberately not strategies.STANDARD_TILE
-# (8192, chosen for the in-memory loop, one parameter row per tile): here the K trial
-# rows (default 4) are vmapped inside each tile, and the larger tile measured faster:
-# 3 parameters, K = 4, 4e6 points in 262,144-point chunks, shared 2-core CPU, median
-# 113 ms per pass at 16384 vs 127 ms at 8192 (same popt). The tile fixes the summation
-# order, so changing it means a checkpoint written before would not resume bit-identically.
-TILE = 16384
-
-
-@functools.lru_cache(maxsize=32)
-def _accumulate_fn(fn: Callable, loss: str, tile: int):
-    """acc + the chunk's normal equations at each of the k parameter rows.
-
-    The chunk is walked in cache-sized tiles (``normal_eqs.data_pass``, a ``lax.scan``) and
-    the k rows are ``vmap``-ed inside it, so each tile of data is read once for all k
-    trials and the ``k x p x tile`` Jacobian stays in cache. (A vmap of one whole-chunk
-    evaluation instead builds ``k x p x chunk_size`` temporaries: measured 9x slower for
-    k = 4 and 262,144-point chunks, and a peak memory that grows with the chunk.)
-    """
-
-    def one(p, x, y, s, n_valid, f_scale):
-        return _ne.data_pass(fn, loss, f_scale, p, x, y, s, n_valid, tile)
-
-    def acc_step(acc, params, x, y, s, n_valid, f_scale):
-        neq = jax.vmap(one, in_axes=(0, None, None, None, None, None))(params, x, y, s, n_valid, f_scale)
-        return _ne.NormalEquations(*(a + b for a, b in zip(acc, neq)))
-
-    return jax.jit(acc_step)
-
-
 @functools.partial(jax.jit, static_argnums=(1,))
 def _schedule_and_propose(state, k, lower, upper, settings):
     sched = _tr.radius_schedule(state, k, lower, upper, settings)
@@ -157,7 +113,8 @@ class StreamCore:
         self.has_sigma = bool(source.has_sigma)
         self.settings = _tr.as_settings(options, self.P)
         self.f_scale = jnp.asarray(float(options.f_scale), jnp.float64)
-        self.acc_fn = _accumulate_fn(fn, options.loss, min(TILE, self.m))
+        self.reduction = NormalEquationsPass(fn, options.loss)
+        self.combine = stacked_combine_jit(self.reduction)
         x_shape = (self.m,) if source.n_features == 1 else (source.n_features, self.m)
         sd = jax.ShapeDtypeStruct
         self.neq_struct = jax.eval_shape(
@@ -169,7 +126,11 @@ class StreamCore:
             self.neq_struct)
 
     def acc_zeros(self, k: int):
-        return jax.tree_util.tree_map(lambda a: jnp.zeros((k,) + a.shape, a.dtype), self.neq_struct)
+        return zeros(self.reduction, k, self.P)
+
+    def executor(self) -> SourceExecutor:
+        """The in-process pass executor over the source (chunks vetted by :func:`check_chunk`)."""
+        return SourceExecutor(self.reduction, self.source, float(self.options.f_scale), check=check_chunk)
 
     def fresh(self, p_start, fingerprint: str, warm: dict) -> "StreamRun":
         run = StreamRun(self, fingerprint)
@@ -203,9 +164,9 @@ class StreamCore:
 class StreamRun:
     """The mutable progress of a run: TR state, the pass's trials, partial sums, cursor.
 
-    Pass 0 (``tr is None``) evaluates the start point and accumulates the shifted sums
-    :math:`\\sum (y - c)` and :math:`\\sum (y - c)^2` (``c`` = mean of the first chunk) for
-    :math:`R^2` without the cancellation of :math:`\\sum y^2 - (\\sum y)^2/n`.
+    Pass 0 (``tr is None``) evaluates the start point and merges the chunks' y moments
+    ``(count, mean, M2)`` in chunk order, for :math:`R^2` without the cancellation of
+    :math:`\\sum y^2 - (\\sum y)^2/n`.
     """
 
     def __init__(self, core: StreamCore, fingerprint: str):
@@ -222,9 +183,7 @@ class StreamRun:
         self.done = False
         self.warm: dict = {}
         self.n_trial_evals = 0  # trial points actually evaluated (k per pass)
-        self.y_shift = math.nan
-        self.sy = 0.0
-        self.syy = 0.0
+        self.y_moments = (0.0, 0.0, 0.0)  # (count, mean, M2) of y, merged in chunk order
         self.first_try_accepted = 0  # the last iteration ended on its first try
 
     # -- a pass ---------------------------------------------------------------------
@@ -238,20 +197,20 @@ class StreamRun:
         self.acc = c.acc_zeros(k)
         self.cursor = self.points_seen = 0
 
-    def add_chunk(self, chunk: Chunk):
-        c = self.core
-        x, y, s, mask = pad_chunk(chunk, c.m)
-        k = int(np.asarray(chunk.y).shape[0])
-        self.acc = c.acc_fn(self.acc, jnp.asarray(self.trials), x, y, s if c.has_sigma else None, np.int64(k), c.f_scale)
+    def add_partial(self, part: ChunkPartial):
+        """Fold the next chunk's partial (chunk ``self.cursor``) into the pass's sums."""
+        if part.index != self.cursor:
+            raise RuntimeError(f"pass executor yielded chunk {part.index}, expected chunk {self.cursor} "
+                               "(partials must come in chunk order)")
+        self.acc = self.core.combine(self.acc, part.value)
         if self.tr is None:
-            yk = y[:k]
-            if self.cursor == 0:
-                self.y_shift = float(np.mean(yk))
-            d = yk - self.y_shift
-            self.sy += float(np.sum(d))
-            self.syy += float(d @ d)
+            self.y_moments = merge_moments(self.y_moments, part.y_moments)
         self.cursor += 1
-        self.points_seen += k
+        self.points_seen += part.n_points
+
+    @property
+    def needs_y_moments(self) -> bool:
+        return self.tr is None
 
     @property
     def current_cost(self) -> float:
@@ -291,8 +250,7 @@ class StreamRun:
 
     # -- result ---------------------------------------------------------------------
     def sst(self) -> float:
-        n = max(float(self.tr.neq.count), 1.0)
-        return max(self.syy - self.sy * self.sy / n, 0.0)
+        return max(float(self.y_moments[2]), 0.0)
 
     # -- checkpoint state -------------------------------------------------------------
     def to_state(self) -> dict[str, Any]:
@@ -306,9 +264,7 @@ class StreamRun:
             "n_trial_evals": self.n_trial_evals,
             "trials": np.asarray(self.trials),
             "has_tr": int(self.tr is not None),
-            "y_shift": np.float64(self.y_shift),
-            "sy": np.float64(self.sy),
-            "syy": np.float64(self.syy),
+            "y_moments": np.asarray(self.y_moments, np.float64),
             "first_try_accepted": self.first_try_accepted,
         }
         for k, v in self.warm.items():
@@ -329,7 +285,7 @@ class StreamRun:
         self.done = bool(int(st["done"]))
         self.n_trial_evals = int(st["n_trial_evals"])
         self.trials = np.asarray(st["trials"], dtype=np.float64)
-        self.y_shift, self.sy, self.syy = float(st["y_shift"]), float(st["sy"]), float(st["syy"])
+        self.y_moments = tuple(float(v) for v in np.asarray(st["y_moments"], np.float64))
         self.first_try_accepted = int(st["first_try_accepted"])
         self.warm = {k[5:]: v for k, v in st.items() if k.startswith("warm/")}
         self.acc = _state_to_tree("acc", c.acc_zeros(self.trials.shape[0]), st)

@@ -7,8 +7,11 @@
     p_0 \\to \\text{pass}(p_0) \\to \\big[\\text{propose} \\to \\text{pass}(p_{trial}) \\to
     \\text{update}\\big]^{\\le \\text{max\\_nfev}-1}
 
-where every pass is :func:`~.normal_eqs.data_pass` (cost, normal equations and statistics
-fused, in cache-sized tiles), so no Python runs per iteration. After the loop one cheap
+where every pass is an in-graph pass executor (:mod:`.passes`; by default
+:func:`~.passes.tiled_pass` of the normal equations, cost and statistics fused, in
+cache-sized tiles), so no Python runs per iteration. :func:`drive` is the loop for any
+in-graph executor (a sharded one included); :func:`solve` is ``drive`` over the
+in-memory tiled pass, and stays a pure, ``vmap``-able function of arrays. After the loop one cheap
 reduction gives :math:`\\sum (y - \\bar y)^2` for :math:`R^2`.
 
 Compiled solvers are cached on (model function, loss, x-scale mode, tile, sigma kind,
@@ -31,7 +34,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .normal_eqs import NormalEquations, centered_sum_squares, data_pass, zero_normal_eqs
+from .normal_eqs import NormalEquations, centered_sum_squares, zero_normal_eqs
+from .passes import Layout, NormalEquationsPass, in_graph_executor
+from .passes import bucket_size as bucket_size  # noqa: F401  (re-exported: the loop's size buckets)
 from .trust_region import RUNNING, TRSettings, TRState, tr_init, tr_propose, tr_update
 
 _CACHE_SIZE = 64
@@ -43,15 +48,6 @@ _COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
 class LoopOutput(NamedTuple):
     state: TRState
     sst: jnp.ndarray
-
-
-def bucket_size(n: int) -> int:
-    """Smallest ``m * 2**e >= n`` with ``8 <= m < 16`` (1/8-octave buckets: <= 12.5% padding)."""
-    if n <= 16:
-        return n
-    e = max(n.bit_length() - 4, 0)
-    m = -(-n // (1 << e))
-    return m << e
 
 
 def solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, settings: TRSettings,
@@ -67,10 +63,19 @@ def solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, setti
     the host through ``jax.debug.callback``, where :func:`_emit` hands it to the progress
     callback registered under that token. Without one, the compiled program has no callback.
     """
+    evaluate = in_graph_executor(NormalEquationsPass(fn, loss), Layout(x, y, sigma, n_valid, tile), f_scale)
+    state = drive(evaluate, p0, lower, upper, settings, progress_token)
+    count = jnp.maximum(state.neq.count, 1.0)
+    sst = centered_sum_squares(y, n_valid, state.neq.sum_y / count)
+    return LoopOutput(state, sst)
 
-    def evaluate(p) -> NormalEquations:
-        return data_pass(fn, loss, f_scale, p, x, y, sigma, n_valid, tile)
 
+def drive(evaluate, p0, lower, upper, settings: TRSettings, progress_token=None) -> TRState:
+    """The trust-region loop as one ``lax.while_loop`` over an in-graph pass executor.
+
+    ``evaluate(params (p,)) -> NormalEquations`` is traceable (see :mod:`.passes`): the
+    in-memory tiled pass, or a sharded one. Returns the final state (``status`` set).
+    """
     # The first pass (at p0) runs inside the loop too, so the data pass appears once in the
     # compiled program (it dominates compile time): iteration 0 evaluates p0 and calls
     # tr_init, later ones evaluate the proposal and call tr_update.
@@ -96,9 +101,7 @@ def solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, setti
         return s, jnp.asarray(True)
 
     state, _ = lax.while_loop(cond, body, (placeholder, jnp.asarray(False)))
-    count = jnp.maximum(state.neq.count, 1.0)
-    sst = centered_sum_squares(y, n_valid, state.neq.sum_y / count)
-    return LoopOutput(state, sst)
+    return state
 
 
 # Progress callbacks of running loops, by token: the compiled program carries only the

@@ -82,13 +82,10 @@ def _model_and_jacobian(fn: Callable, params, x):
     return f, jt
 
 
-def chunk_normal_eqs(fn, loss: str, f_scale, params, x, y, sigma, mask) -> NormalEquations:
-    """Normal equations and statistics of one block of points (pure, jittable, vmappable).
-
-    ``x`` is ``(m,)`` or ``(k, m)``; ``y`` and ``mask`` are ``(m,)``; ``sigma`` is None,
-    ``(m,)`` standard deviations, or the ``(m, m)`` lower Cholesky factor ``L`` of the
-    covariance (whitening :math:`r = L^{-1}(f - y)`, whole data set as one block only).
-    """
+def weighted_residuals(fn, params, x, y, sigma, mask):
+    """``(r, d, jt)`` of one block: weighted residuals :math:`r = (f - y)/\\sigma` (or
+    :math:`L^{-1}(f - y)`), raw residuals :math:`d = f - y` and the weighted Jacobian
+    transposed ``(p, m)``; padded points (``~mask``) are zero in all three."""
     f, jt = _model_and_jacobian(fn, params, x)
     d = f - y
     if sigma is None:
@@ -103,6 +100,17 @@ def chunk_normal_eqs(fn, loss: str, f_scale, params, x, y, sigma, mask) -> Norma
     r = jnp.where(mask, r, 0.0)
     d = jnp.where(mask, d, 0.0)
     jt = jnp.where(mask[None, :], jt, 0.0)
+    return r, d, jt
+
+
+def chunk_normal_eqs(fn, loss: str, f_scale, params, x, y, sigma, mask) -> NormalEquations:
+    """Normal equations and statistics of one block of points (pure, jittable, vmappable).
+
+    ``x`` is ``(m,)`` or ``(k, m)``; ``y`` and ``mask`` are ``(m,)``; ``sigma`` is None,
+    ``(m,)`` standard deviations, or the ``(m, m)`` lower Cholesky factor ``L`` of the
+    covariance (whitening :math:`r = L^{-1}(f - y)`, whole data set as one block only).
+    """
+    r, d, jt = weighted_residuals(fn, params, x, y, sigma, mask)
     yy = jnp.where(mask, y, 0.0)
     terms = loss_terms(loss, f_scale, r)
     if loss == "linear":
@@ -123,46 +131,15 @@ def chunk_normal_eqs(fn, loss: str, f_scale, params, x, y, sigma, mask) -> Norma
     )
 
 
-def _take(a, start, size):
-    """``a[..., start:start+size]`` with a dynamic start (last axis)."""
-    if a.ndim == 1:
-        return lax.dynamic_slice_in_dim(a, start, size, axis=0)
-    return lax.dynamic_slice_in_dim(a, start, size, axis=a.ndim - 1)
-
-
 def data_pass(fn, loss: str, f_scale, params, x, y, sigma, n_valid, tile: int) -> NormalEquations:
-    """One pass over ``N = len(y)`` points in tiles of ``tile`` (static) points.
+    """The normal equations over ``N = len(y)`` points (``index >= n_valid`` is padding), in
+    tiles of ``tile`` points: :func:`~.passes.in_memory.tiled_pass` of
+    :class:`~.passes.NormalEquationsPass` (kept here as the short name the loop, the batch
+    solver and the benches call)."""
+    from .passes.in_memory import tiled_pass
+    from .passes.reductions import NormalEquationsPass
 
-    Points with index ``>= n_valid`` are padding. When ``tile`` does not divide ``N``
-    the last tile is taken flush with the end of the data and overlaps the previous one;
-    its already-counted points are masked out, so no padded copy of the data is needed.
-    A 2-D ``sigma`` (Cholesky factor) forces a single tile.
-    """
-    n = y.shape[0]
-    size = n if (sigma is not None and sigma.ndim == 2) else min(int(tile), n)
-    n_tiles = -(-n // size)
-    idx = jnp.arange(size)
-
-    def one(j):
-        nominal = j * size
-        start = jnp.minimum(nominal, n - size)
-        gidx = start + idx
-        mask = (gidx >= nominal) & (gidx < n_valid)
-        if n_tiles == 1:
-            xs, ys, ss = x, y, sigma
-        else:
-            xs, ys = _take(x, start, size), _take(y, start, size)
-            ss = None if sigma is None else _take(sigma, start, size)
-        return chunk_normal_eqs(fn, loss, f_scale, params, xs, ys, ss, mask)
-
-    if n_tiles == 1:
-        return one(0)
-
-    def body(acc, j):
-        return add_normal_eqs(acc, one(j)), None
-
-    acc, _ = lax.scan(body, zero_normal_eqs(params.shape[0], params.dtype), jnp.arange(n_tiles))
-    return acc
+    return tiled_pass(NormalEquationsPass(fn, loss), params, x, y, sigma, n_valid, tile, f_scale)
 
 
 def centered_sum_squares(y, n_valid, mean) -> jnp.ndarray:

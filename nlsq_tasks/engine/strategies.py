@@ -1,8 +1,8 @@
 """In-memory strategies: ``run_standard`` and ``run_chunked``.
 
-Both run the same compiled trust-region loop (:mod:`.loop`) over the same tiled pass
-(:func:`~.normal_eqs.data_pass`); they differ only in how the data is laid out, so they
-cannot drift apart:
+Both run the same compiled trust-region loop (:mod:`.loop`) over the same in-memory pass
+executor (:func:`~.passes.tiled_pass`); they differ only in how the data is laid out
+(:mod:`.passes.in_memory`), so they cannot drift apart:
 
 - **standard**: ``n`` is padded (edge values, masked out) up to a 1/8-octave size bucket so
   that nearby sizes reuse one compiled solver; the pass walks the data in cache-sized tiles
@@ -29,63 +29,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from .finalize import build_result
-from .loop import LoopOutput, bucket_size, run_loop, solve
+from .loop import LoopOutput, run_loop, solve
 from .options import SolverOptions
+from .passes import STANDARD_TILE, lay_out_chunked, lay_out_standard, standard_layout  # noqa: F401
 from .result import FitResult
 from .trust_region import as_settings
 
-STANDARD_TILE = 8192
-
-
-_ALIGN = 64  # bytes; XLA:CPU adopts a numpy buffer without copying only when so aligned
-
-
-def _aligned_empty(shape, dtype=np.float64) -> np.ndarray:
-    n = int(np.prod(shape))
-    itemsize = np.dtype(dtype).itemsize
-    raw = np.empty(n + _ALIGN // itemsize, dtype)
-    off = (-raw.ctypes.data % _ALIGN) // itemsize
-    return raw[off : off + n].reshape(shape)
-
-
-def _device_array(a: np.ndarray, n_to: int):
-    """``a`` (float64, last axis padded with edge values up to ``n_to``) as a device array.
-
-    The host copy is made 64-byte aligned so that ``device_put`` adopts it instead of
-    copying again: peak memory is the caller's data plus one padded copy at most (none
-    when the caller's array is already float64, aligned and needs no padding).
-    """
-    a = np.asarray(a)
-    n = a.shape[-1]
-    fits = a.dtype == np.float64 and a.flags.c_contiguous and a.ctypes.data % _ALIGN == 0
-    if n_to == n and fits:
-        return jax.device_put(a)
-    out = _aligned_empty(a.shape[:-1] + (n_to,))
-    out[..., :n] = a
-    if n_to > n:
-        out[..., n:] = a[..., -1:]
-    return jax.device_put(out)
-
-
-def _lay_out(x, y, sigma, *, tile: int, pad_to: int):
-    """``(x, y, sigma, n, tile)`` as the loop takes them: x, y and a 1-D sigma padded to
-    ``pad_to`` points on the device; a 2-D sigma replaced by its Cholesky factor (the
-    data is then one unpadded tile); ``n`` the number of real points."""
-    n = int(np.shape(y)[0])
-    if sigma is not None:
-        sigma = np.asarray(sigma, np.float64)
-        if sigma.ndim == 2:
-            sigma = np.linalg.cholesky(sigma)  # lower factor L: r = L^-1 (f - y)
-            pad_to, tile = n, n
-    x, y = _device_array(x, pad_to), _device_array(y, pad_to)
-    if sigma is not None and sigma.ndim == 1:
-        sigma = _device_array(sigma, pad_to)
-    return x, y, sigma, n, tile
-
-
 def _lay_out_standard(x, y, sigma):
-    size, tile = standard_layout(int(np.shape(y)[0]))
-    return _lay_out(x, y, sigma, tile=tile, pad_to=size)
+    return lay_out_standard(x, y, sigma)
 
 
 def _run(fn, p0, lower, upper, options, param_names, layout, *, strategy, progress=None) -> FitResult:
@@ -109,16 +60,6 @@ def _run(fn, p0, lower, upper, options, param_names, layout, *, strategy, progre
     )
 
 
-def standard_layout(n: int) -> tuple[int, int]:
-    """``(padded size, tile)`` the standard strategy uses for ``n`` points.
-
-    Up to a few tiles' worth, the data is one block (no scan, no partial last tile); above,
-    bucket sizes ``m * 2**e`` (``e >= 13``) are multiples of STANDARD_TILE: tiles fit exactly.
-    """
-    size = bucket_size(n)
-    return size, (size if size <= 4 * STANDARD_TILE else STANDARD_TILE)
-
-
 def run_standard(
     fn, x, y, sigma, p0, lower, upper, options: SolverOptions, param_names: Sequence[str], progress=None
 ) -> FitResult:
@@ -139,7 +80,7 @@ def run_chunked(
             f"sigma: run_chunked takes None or per-point (1-D) sigma, got an array of shape {np.shape(sigma)}; "
             "use the standard strategy for a covariance matrix"
         )
-    layout = _lay_out(x, y, sigma, tile=max(1, int(chunk_size)), pad_to=int(np.shape(y)[0]))
+    layout = lay_out_chunked(x, y, sigma, chunk_size)
     return _run(fn, p0, lower, upper, options, param_names, layout, strategy="chunked", progress=progress)
 
 

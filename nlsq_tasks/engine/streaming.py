@@ -61,7 +61,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._stream_core import ChunkError, StreamCore, check_chunk
+from ._stream_core import STATE_VERSION, ChunkError, StreamCore
 from .checkpoint import CheckpointError, CheckpointSink, problem_fingerprint
 from .finalize import build_result
 from .result import FitResult
@@ -69,8 +69,6 @@ from .sources import ChunkSource, n_chunks
 from .status import FitStatus
 
 __all__ = ["run_streaming", "streaming_fingerprint", "ChunkError"]
-
-STATE_VERSION = 1
 
 
 def _cfg(config, name, default):
@@ -174,19 +172,16 @@ def run_streaming(
             checkpoint.save(run.to_state(), fingerprint=fp)
 
     m = n_chunks(source)
+    executor = core.executor()
     for _ in range(max_passes + 1):  # bounded: the +1 is pass 0 (evaluating the start point)
         if run.done:
             break
         since = 0
-        for j, chunk in enumerate(source.chunks(run.cursor), start=run.cursor):
-            if j >= m:
-                raise ChunkError(f"chunk {j}: the source yields more than the {m} chunks its n_points={source.n_points} "
-                                 f"and chunk_size={source.chunk_size} allow.")
-            check_chunk(chunk, j, source, run.points_seen)
-            run.add_chunk(chunk)
+        for part in executor.partials(run.trials, run.cursor, y_moments=run.needs_y_moments):
+            run.add_partial(part)
             since += 1
             if progress is not None:
-                progress({"phase": "pass", "pass": run.pass_index, "chunk": j, "n_chunks": m,
+                progress({"phase": "pass", "pass": run.pass_index, "chunk": part.index, "n_chunks": m,
                           "cost": run.current_cost, "nit": run.nit})
             if checkpoint is not None and since >= every and run.cursor < m:
                 save()

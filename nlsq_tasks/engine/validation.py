@@ -42,15 +42,14 @@ worse local minimum (multi-modal problems), which passes with a note.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
+from .passes import ResidualStatsPass, SourceExecutor, evaluate
 from .result import FitResult
 from .sources import ArrayChunkSource, ChunkSource
 
@@ -113,77 +112,19 @@ def _fmt(v: Any) -> str:
 # -- one pass of residual statistics -------------------------------------------------
 
 
-@functools.lru_cache(maxsize=16)
-def _make_chunk_stats(fn: Callable):
-    """A jitted function of (params, x, y, sigma, mask) -> per-chunk sums and residuals,
-    compiled once per padded chunk shape (cached per model, so repeated validations reuse it)."""
-
-    def stats(p, x, y, sigma, mask):
-        def model(q):
-            return fn(x, *q)
-
-        f = model(p)
-        J = jax.jacfwd(model)(p)
-        w = jnp.where(mask, 1.0 / sigma, 0.0)
-        r = jnp.where(mask, (y - f) * w, 0.0)
-        Jw = J * w[:, None]
-        return r, Jw.T @ Jw, Jw.T @ r, jnp.sum(r * r), jnp.sum(jnp.where(mask, (y - f) ** 2, 0.0))
-
-    return jax.jit(stats)
-
-
 def residual_pass(fn: Callable, source: ChunkSource, popt: np.ndarray) -> dict[str, Any]:
-    """One pass over ``source`` at ``popt``: the sums every residual check needs."""
-    m = source.chunk_size
-    stats = _make_chunk_stats(fn)
-    p = jnp.asarray(popt, dtype=jnp.float64)
-    P = p.shape[0]
-    JtJ = np.zeros((P, P))
-    Jtr = np.zeros(P)
-    chi2 = ssr = 0.0
-    n = n_pos = n_neg = runs = 0
-    lag1 = sum_r2 = 0.0
-    last_sign = 0
-    last_r = None
-    for chunk in source.chunks():
-        k = int(chunk.y.shape[0])
-        x, y, s, mask = _pad(chunk, m)
-        r, a, b, c2, ss = stats(p, x, y, s, mask)
-        JtJ += np.asarray(a)
-        Jtr += np.asarray(b)
-        chi2 += float(c2)
-        ssr += float(ss)
-        r = np.asarray(r)[:k]
-        n += k
-        sum_r2 += float(r @ r)
-        if last_r is not None and k:
-            lag1 += last_r * r[0]
-        if k > 1:
-            lag1 += float(r[:-1] @ r[1:])
-        if k:
-            last_r = float(r[-1])
-        sg = np.sign(r)
-        sg = sg[sg != 0]
-        n_pos += int(np.sum(sg > 0))
-        n_neg += int(np.sum(sg < 0))
-        if sg.size:
-            runs += int(np.sum(sg[1:] != sg[:-1])) + (1 if sg[0] != last_sign else 0)
-            last_sign = int(sg[-1])
-    return {"JtJ": JtJ, "Jtr": Jtr, "chi2": chi2, "ssr": ssr, "n": n, "n_pos": n_pos,
-            "n_neg": n_neg, "runs": runs, "lag1": lag1, "sum_r2": sum_r2}
+    """One pass over ``source`` at ``popt``: the sums every residual check needs.
 
-
-def _pad(chunk, m: int):
-    k = int(chunk.y.shape[0])
-    pad = m - k
-    x = np.asarray(chunk.x, dtype=np.float64)
-    if pad:
-        widths = ((0, pad),) if x.ndim == 1 else ((0, 0), (0, pad))
-        x = np.pad(x, widths, mode="edge")
-    y = np.pad(np.asarray(chunk.y, dtype=np.float64), (0, pad))
-    s = np.ones(m) if chunk.sigma is None else np.pad(np.asarray(chunk.sigma, dtype=np.float64), (0, pad), constant_values=1.0)
-    mask = np.arange(m) < k
-    return x, y, s, mask
+    It is the engine's pass interface (:mod:`.passes`) with the validation reduction
+    (:class:`~.passes.ResidualStatsPass`), evaluated chunk by chunk and folded in order.
+    """
+    p = np.asarray(popt, dtype=np.float64)
+    reduction = ResidualStatsPass(fn)
+    acc = evaluate(SourceExecutor(reduction, source), p[None, :])
+    s = jax.tree_util.tree_map(lambda a: np.asarray(a)[0], acc)
+    return {"JtJ": s.JtJ, "Jtr": s.Jtr, "chi2": float(s.chi2), "ssr": float(s.ssr), "n": int(s.n),
+            "n_pos": int(s.n_pos), "n_neg": int(s.n_neg), "runs": int(s.runs), "lag1": float(s.lag1),
+            "sum_r2": float(s.chi2)}
 
 
 def runs_z(n_pos: int, n_neg: int, runs: int) -> float:
