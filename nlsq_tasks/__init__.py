@@ -8,7 +8,7 @@ from . import _compile_cache  # noqa: F401  (compiled solvers persist across pro
 from .engine.result import FitResult
 from .engine.status import FitStatus
 
-__all__ = ["FitResult", "FitStatus", "fit", "fit_source", "curve_fit"]
+__all__ = ["FitResult", "FitStatus", "fit", "fit_source", "curve_fit", "OptimizeWarning"]
 
 
 def __getattr__(name):
@@ -18,4 +18,8 @@ def __getattr__(name):
         from . import api
 
         return getattr(api, name)
+    if name == "OptimizeWarning":  # a subclass of SciPy's when SciPy is installed (made on first use)
+        from ._warnings import optimize_warning
+
+        return optimize_warning()
     raise AttributeError(name)

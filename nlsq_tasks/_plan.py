@@ -206,10 +206,11 @@ def make_plan(
     checkpoint = V.check_checkpoint(kwargs.get("checkpoint"))
     progress = V.check_callable_or_none("progress", kwargs.get("progress"))
     execution = _execution(kwargs, preset, strategy, config, n_points, n_starts, covariance)
-    # Last, once every cheap check has passed: the model itself, on a few points.
-    V.check_model_at_p0(model_fn(model), probe, p_start, names)
-    if jac is not None:
-        V.check_jac_at_p0(model_fn(model), jac, probe, p_start, names)
+    # Last, once every cheap check has passed: the model itself, on the whole x (JAX or
+    # NumPy, pointwise or whole: see _model_prep).
+    from ._model_prep import prepare_model
+
+    model = prepare_model(model, probe, p_start, names, n_points=n_points, jac=jac, lower=lower, upper=upper)
     return Plan(
         model=model,
         names=names,

@@ -33,6 +33,8 @@ import numpy as np
 
 from . import _validate as V
 from ._validate import FitInputError, FitTypeError, ModelEvaluationError
+from ._fixed import split_fixed
+from ._model_prep import engine_data
 from ._plan import UNBOUNDED, Plan, make_plan, model_fn
 from .engine.result import FitResult
 from .engine.sources import ArrayChunkSource, ChunkSource
@@ -62,6 +64,7 @@ FIT_KWARGS = (
     "strategy",
     "validate",
     "devices",
+    "fixed",
 )
 
 
@@ -129,12 +132,18 @@ def _fit_arrays(
 ) -> FitResult:
     t0 = time.perf_counter()
     V.check_kwargs(kwargs, FIT_KWARGS, where)
+    reduction = split_fixed(f, p0, bounds, kwargs.pop("fixed", None), model_bounds=model_bounds, unbounded=UNBOUNDED)
+    if reduction is not None:  # fit the free parameters, then report every one (see _fixed)
+        return reduction.expand(_fit_arrays(
+            reduction.model, xdata, ydata, reduction.p0, sigma, absolute_sigma, check_finite, reduction.bounds, method,
+            workflow, goal, memory_limit_gb, kwargs, where=where, model_bounds=False, jac=reduction.reduce_jac(jac),
+        ))
     data = V.check_data(
         xdata, ydata, sigma, check_finite=bool(check_finite), nan_policy=kwargs.pop("nan_policy", None)
     )
     plan = make_plan(
         f,
-        probe=_probe(data.x),
+        probe=data.x,  # the model is checked once on the whole x
         guess_xy=_guess_sample(data),
         n_points=data.n_points,
         n_features=data.n_features,
@@ -153,7 +162,8 @@ def _fit_arrays(
     if data.omitted:
         plan.notes.append(f"nan_policy='omit' dropped {data.omitted} point(s) with NaN or inf.")
     t_prep = time.perf_counter() - t0
-    result = _run_arrays(plan, data)
+    result = _run_arrays(plan, engine_data(plan.model, data))
+    result.xdata, result.ydata = data.x, data.y
     return _finish(result, plan, t0, t_prep)
 
 
@@ -180,6 +190,12 @@ def fit_source(
     """
     t0 = time.perf_counter()
     V.check_kwargs(kwargs, FIT_KWARGS, "fit_source")
+    reduction = split_fixed(f, p0, bounds, kwargs.pop("fixed", None), model_bounds=True, unbounded=UNBOUNDED)
+    if reduction is not None:  # fit the free parameters, then report every one (see _fixed)
+        return reduction.expand(fit_source(
+            reduction.model, source, reduction.p0, reduction.bounds, workflow, goal, memory_limit_gb, absolute_sigma,
+            method, **kwargs,
+        ))
     missing = [a for a in ("n_points", "n_features", "chunk_size", "chunks", "sample", "fingerprint")
                if not hasattr(source, a)]
     if missing:
@@ -218,6 +234,7 @@ def fit_source(
         if data.omitted:
             plan.notes.append(f"nan_policy='omit' dropped {data.omitted} point(s) with NaN or inf.")
         result = _run_arrays(plan, data)
+    result.data_uri = getattr(source, "uri", None)
     return _finish(result, plan, t0, t_prep)
 
 
@@ -489,4 +506,12 @@ class FiniteSource:
 
 
 # curve_fit lives in its own module (SciPy compatibility); re-exported here unchanged.
-from ._curve_fit import OptimizeWarning, curve_fit  # noqa: E402
+from ._curve_fit import CurveFitResult, curve_fit  # noqa: E402
+
+
+def __getattr__(name):
+    if name == "OptimizeWarning":  # made on first use: it subclasses SciPy's when installed (see _warnings)
+        from ._warnings import optimize_warning
+
+        return optimize_warning()
+    raise AttributeError(name)

@@ -98,6 +98,12 @@ class FitResult:
     # device, sharded or not and why (see nlsq_tasks.engine.sharded.Execution).
     execution: dict[str, Any] = field(default_factory=dict)
     extra_warnings: list[str] = field(default_factory=list)
+    fixed: list[str] = field(default_factory=list)  # parameters held at their value (not fitted)
+    # The data fitted, kept by reference (fit(): the arrays; fit_source(): the source's URI
+    # when it has one). Plain attributes, not fields: not part of summary() or equality.
+    xdata = None
+    ydata = None
+    data_uri = None
 
     # -- SciPy-like views -------------------------------------------------------------
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -132,8 +138,9 @@ class FitResult:
         """-1 at the lower bound, +1 at the upper bound, 0 inside (SciPy's active_mask)."""
         span = np.where(np.isfinite(self.upper - self.lower), self.upper - self.lower, 1.0)
         tol = 1e-10 * np.maximum(1.0, np.abs(span))
-        at_lo = np.isfinite(self.lower) & (self.popt - self.lower <= tol)
-        at_hi = np.isfinite(self.upper) & (self.upper - self.popt <= tol)
+        free = np.array([n not in self.fixed for n in self.param_names], dtype=bool)
+        at_lo = free & np.isfinite(self.lower) & (self.popt - self.lower <= tol)
+        at_hi = free & np.isfinite(self.upper) & (self.upper - self.popt <= tol)
         return np.where(at_lo, -1, np.where(at_hi, 1, 0)).astype(int)
 
     @property
@@ -167,9 +174,11 @@ class FitResult:
                 "status_code": int(self.status),
                 "message": self.message,
                 "params": {
-                    name: {"value": float(v), "stderr": float(e), "lower": float(lo), "upper": float(hi)}
+                    name: {"value": float(v), "stderr": float(e), "lower": float(lo), "upper": float(hi),
+                           "fixed": name in self.fixed}
                     for name, v, e, lo, hi in zip(self.param_names, self.popt, self.perr, self.lower, self.upper)
                 },
+                "fixed": list(self.fixed),
                 "popt": self.popt.tolist(),
                 "pcov": self.pcov.tolist(),
                 "statistics": {
@@ -227,7 +236,9 @@ class FitResult:
         lines.append("[[Variables]]")
         width = max([len(n) for n in self.param_names] + [4])
         for name, v, e, a in zip(self.param_names, self.popt, self.perr, self.active_bounds):
-            if np.isfinite(e) and v != 0:
+            if name in self.fixed:
+                err = "(fixed)"
+            elif np.isfinite(e) and v != 0:
                 err = f"+/- {e:.8g} ({abs(e / v) * 100:.2f}%)"
             elif np.isfinite(e):
                 err = f"+/- {e:.8g}"
@@ -240,7 +251,8 @@ class FitResult:
             (abs(corr[i, j]), self.param_names[i], self.param_names[j], corr[i, j])
             for i in range(len(self.popt))
             for j in range(i + 1, len(self.popt))
-            if np.isfinite(corr[i, j]) and abs(corr[i, j]) > 0.1
+            if self.param_names[i] not in self.fixed and self.param_names[j] not in self.fixed
+            and np.isfinite(corr[i, j]) and abs(corr[i, j]) > 0.1
         ]
         if pairs:
             lines.append("[[Correlations]] (unreported correlations are < 0.100)")

@@ -80,10 +80,10 @@ def test_lm_with_bounds_is_a_value_error_as_in_scipy(data):
         curve_fit(decay, x, y, p0=[1.0, 1.0, 0.0], method="lm", bounds=(0, 10))
 
 
-@pytest.mark.parametrize("method", ["dogbox", "LM2", "simplex"])
+@pytest.mark.parametrize("method", ["LM2", "simplex"])
 def test_unknown_method_lists_valid(data, method):
     x, y = data
-    with pytest.raises(ValueError, match="'trf'.*'lm'"):
+    with pytest.raises(ValueError, match="'trf'.*'lm'.*'dogbox'"):
         curve_fit(decay, x, y, p0=[1.0, 1.0, 0.0], method=method)
 
 
