@@ -128,9 +128,11 @@ class StreamCore:
     def acc_zeros(self, k: int):
         return zeros(self.reduction, k, self.P)
 
-    def executor(self) -> SourceExecutor:
-        """The in-process pass executor over the source (chunks vetted by :func:`check_chunk`)."""
-        return SourceExecutor(self.reduction, self.source, float(self.options.f_scale), check=check_chunk)
+    def executor(self, factory=None):
+        """The pass executor over the source (chunks vetted by :func:`check_chunk`);
+        ``factory`` defaults to the in-process :class:`~.passes.SourceExecutor`."""
+        make = SourceExecutor if factory is None else factory
+        return make(self.reduction, self.source, float(self.options.f_scale), check_chunk)
 
     def fresh(self, p_start, fingerprint: str, warm: dict) -> "StreamRun":
         run = StreamRun(self, fingerprint)

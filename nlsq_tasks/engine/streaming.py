@@ -118,6 +118,7 @@ def run_streaming(
     progress: Callable[[dict], None] | None = None,
     fingerprint: str | None = None,
     resume: str = "auto",
+    executor: Callable | None = None,
 ) -> FitResult:
     """Fit ``fn(x, *p)`` to the data of ``source`` by streaming trust-region passes.
 
@@ -126,7 +127,10 @@ def run_streaming(
     ``resume``: ``"auto"`` (continue a checkpoint of this problem when there is one),
     ``"never"`` (fresh start, ignore what the sink holds) or ``"require"`` (error when
     there is no checkpoint to continue). ``fingerprint``: the model/preset identity the
-    caller vouches for (default: derived from ``fn``).
+    caller vouches for (default: derived from ``fn``). ``executor``: a factory
+    ``executor(reduction, source, f_scale, check) -> HostExecutor`` (see :mod:`.passes`;
+    default :class:`~.passes.SourceExecutor`, in process): where the chunks are evaluated.
+    The fold, and so the result, is the same whichever executor runs the chunks.
     """
     if resume not in ("auto", "never", "require"):
         raise ValueError(f"resume={resume!r} is not allowed; use 'auto', 'never' or 'require'.")
@@ -172,7 +176,7 @@ def run_streaming(
             checkpoint.save(run.to_state(), fingerprint=fp)
 
     m = n_chunks(source)
-    executor = core.executor()
+    executor = core.executor(executor)
     for _ in range(max_passes + 1):  # bounded: the +1 is pass 0 (evaluating the start point)
         if run.done:
             break
