@@ -8,7 +8,10 @@ from . import _compile_cache  # noqa: F401  (compiled solvers persist across pro
 from .engine.result import FitResult
 from .engine.status import FitStatus
 
-__all__ = ["FitResult", "FitStatus", "fit", "fit_source", "curve_fit", "OptimizeWarning"]
+__all__ = [
+    "FitResult", "FitStatus", "fit", "fit_source", "curve_fit", "OptimizeWarning",
+    "fit_batch", "fit_global", "BatchFitResult",
+]
 
 
 def __getattr__(name):
@@ -22,4 +25,8 @@ def __getattr__(name):
         from ._warnings import optimize_warning
 
         return optimize_warning()
+    if name in ("fit_batch", "fit_global", "BatchFitResult"):
+        from . import batch
+
+        return getattr(batch, name)
     raise AttributeError(name)

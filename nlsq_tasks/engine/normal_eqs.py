@@ -103,6 +103,20 @@ def weighted_residuals(fn, params, x, y, sigma, mask):
     return r, d, jt
 
 
+# Up to this many points a block's products are written as element-wise products and sums:
+# a K-batched (vmap) matrix product of (p, m) by (m, p) runs on XLA:CPU as K tiny GEMM calls
+# (measured 7x slower than the fused element-wise form at K = 1e4, m = 128, p = 3); above it
+# the GEMM wins.
+ELEMENTWISE_MAX_POINTS = 1024
+
+
+def _gram(a, b):
+    """``a @ b.T`` for ``(p, m)`` and ``(q, m)`` blocks."""
+    if a.shape[-1] <= ELEMENTWISE_MAX_POINTS:
+        return jnp.sum(a[:, None, :] * b[None, :, :], axis=-1)
+    return a @ b.T
+
+
 def chunk_normal_eqs(fn, loss: str, f_scale, params, x, y, sigma, mask) -> NormalEquations:
     """Normal equations and statistics of one block of points (pure, jittable, vmappable).
 
@@ -114,11 +128,11 @@ def chunk_normal_eqs(fn, loss: str, f_scale, params, x, y, sigma, mask) -> Norma
     yy = jnp.where(mask, y, 0.0)
     terms = loss_terms(loss, f_scale, r)
     if loss == "linear":
-        jtj = jt @ jt.T
-        jtr = jt @ r
+        jtj = _gram(jt, jt)
+        jtr = _gram(jt, r[None, :])[:, 0]
     else:
-        jtj = (jt * terms.hess_w[None, :]) @ jt.T
-        jtr = jt @ (terms.grad_w * r)
+        jtj = _gram(jt * terms.hess_w[None, :], jt)
+        jtr = _gram(jt, (terms.grad_w * r)[None, :])[:, 0]
     return NormalEquations(
         cost=jnp.sum(jnp.where(mask, terms.cost, 0.0)),
         JtJ=jtj,

@@ -69,6 +69,7 @@ from jax import lax
 
 from .normal_eqs import NormalEquations, is_finite
 from .options import SolverOptions
+from .small_linalg import cho_solve, cholesky, solve_lower
 from .status import FitStatus
 
 EPS = float(jnp.finfo(jnp.float64).eps)
@@ -221,11 +222,11 @@ def _solve_subproblem(a_mat, g_h, delta, alpha0, n_points):
     # nearly singular factorization means "not full rank", as SciPy's SVD test would.
     dg = jnp.diag(a_mat)
     sj = jnp.where(dg > 0, 1.0 / jnp.sqrt(jnp.where(dg > 0, dg, 1.0)), 1.0)
-    chol = jnp.linalg.cholesky(a_mat * sj[:, None] * sj[None, :])
+    chol = cholesky(a_mat * sj[:, None] * sj[None, :])
     piv = jnp.diag(chol)
     full_rank = (n_points >= n_params) & jnp.all(jnp.isfinite(chol)) & (jnp.min(piv) ** 2 > 10.0 * EPS * n_params)
     safe_chol = jnp.where(full_rank, chol, jnp.eye(n_params, dtype=a_mat.dtype))
-    p_gn = -sj * jax.scipy.linalg.cho_solve((safe_chol, True), sj * g_h)
+    p_gn = -sj * cho_solve(safe_chol, sj * g_h)
     gn_inside = full_rank & (_norm(p_gn) <= delta)
 
     # Levenberg-Marquardt family p(alpha) = -(A + alpha I)^-1 g_h, one Cholesky per trial
@@ -235,14 +236,14 @@ def _solve_subproblem(a_mat, g_h, delta, alpha0, n_points):
     tiny = EPS * jnp.maximum(jnp.max(jnp.abs(dg)), 1e-300)
 
     def lm_step(alpha):
-        chol_a = jnp.linalg.cholesky(a_mat + jnp.maximum(alpha, tiny) * eye)
+        chol_a = cholesky(a_mat + jnp.maximum(alpha, tiny) * eye)
         chol_a = jnp.where(jnp.all(jnp.isfinite(chol_a)), chol_a, eye)
-        p = -jax.scipy.linalg.cho_solve((chol_a, True), g_h)
-        q = jax.scipy.linalg.solve_triangular(chol_a, p, lower=True)
+        p = -cho_solve(chol_a, g_h)
+        q = solve_lower(chol_a, p)
         pn = _norm(p)
         return p, pn - delta, -jnp.sum(q * q) / jnp.where(pn > 0, pn, 1.0)
 
-    q0 = jax.scipy.linalg.solve_triangular(safe_chol, sj * p_gn, lower=True)
+    q0 = solve_lower(safe_chol, sj * p_gn)
     pn0 = _norm(p_gn)
     phi0, dphi0 = pn0 - delta, -jnp.sum(q0 * q0) / jnp.where(pn0 > 0, pn0, 1.0)
     alpha_upper = _norm(g_h) / delta

@@ -15,6 +15,7 @@ from ._fs import atomic_write_bytes, load_text, read_bytes
 from .checkpoint_store import CheckpointStore
 from .inspect import DataInfo, inspect_data
 from .result_store import IncompleteResultError, ResultStore, read_result
+from .table_store import read_table, write_table
 from .sources import CsvChunkSource, FileChunkSource, ParquetChunkSource, RecordChunkSource, load_arrays, open_source
 
 __all__ = [
@@ -37,5 +38,7 @@ __all__ = [
     "open_source",
     "read_bytes",
     "read_result",
+    "read_table",
     "redact_options",
+    "write_table",
 ]

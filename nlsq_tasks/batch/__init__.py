@@ -1,0 +1,10 @@
+"""Many fits at once: :func:`fit_batch` (one model, K data sets, one compiled ``vmap``)
+and :func:`fit_global` (several data sets, some parameters shared).
+
+>>> from nlsq_tasks.batch import fit_batch, fit_global  # doctest: +SKIP
+"""
+
+from ._fit import fit_batch
+from .result import BatchFitResult
+
+__all__ = ["BatchFitResult", "fit_batch"]

@@ -1,0 +1,277 @@
+"""``fit_batch``: one model fitted to K data sets in one compiled computation.
+
+Order of work, as for a single fit: validate every argument and every data set (errors
+name the data set, the argument and the value), plan (the same planner as :func:`~nlsq_tasks.fit`,
+once per tolerance tier present in the batch, so every fit gets the options it would get
+alone), then run the trust-region loop ``vmap``-ed over the sets (:mod:`._solver`), in
+blocks sized by the memory budget, and build one :class:`~.result.BatchFitResult`.
+
+Each fit in the batch equals the same fit done alone with :func:`~nlsq_tasks.fit` (same
+start, bounds, tolerances, loss) to roundoff: the loop, the data pass and the covariance
+are the single fit's own; only the amount of padding differs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import _validate as V
+from .._plan import UNBOUNDED, make_plan, model_fn, resolve_model_spec
+from ..engine.loop import bucket_size
+from ..engine.status import FitStatus
+from ..engine.trust_region import as_settings
+from ..workflow.tolerances import tolerance_tier
+from . import _solver
+from ._stack import Stack, build_stack, per_set
+from .result import BatchFitResult, batched_covariance
+
+MAX_BLOCK = 1 << 16  # fits per compiled call at most: bounds the straggler wait of one block
+_OPTION_KEYS = ("loss", "f_scale", "x_scale", "max_nfev", "ftol", "xtol", "gtol")
+
+
+def fit_batch(
+    f,
+    xdata,
+    ydata,
+    p0=None,
+    sigma=None,
+    absolute_sigma: bool = False,
+    check_finite: bool = True,
+    bounds=UNBOUNDED,
+    *,
+    nan_policy: str | None = None,
+    workflow: str = "auto",
+    goal=None,
+    memory_limit_gb: float | None = None,
+    block_size: int | None = None,
+    labels: Sequence[str] | None = None,
+    invalid: str = "raise",
+    **kwargs,
+) -> BatchFitResult:
+    """Fit ``f(x, *params)`` to each of K data sets; one compiled ``vmap`` over the sets.
+
+    Parameters
+    ----------
+    f : as :func:`~nlsq_tasks.fit` (callable, Model, built-in name or expression).
+    xdata : one x shared by every set (``(n,)`` or ``(k, n)``), a ``(K, n)`` / ``(K, k, n)``
+        stack, or a list of K arrays (ragged lengths allowed).
+    ydata : a ``(K, n)`` stack or a list of K 1-D arrays of any lengths. Ragged sets are
+        padded to a size bucket of the longest and masked.
+    p0 : None (each set starts from the model's guess on its own data, else a feasible
+        default), one ``(P,)`` start for all, or ``(K, P)`` starts.
+    sigma : None, one ``(n,)`` shared, a ``(K, n)`` stack or a list of K arrays.
+    bounds : as :func:`~nlsq_tasks.fit` (shared), or ``(lower, upper)`` with ``(K, P)`` sides
+        (per set). Left at the default, a built-in model's own bounds apply.
+    nan_policy : None, 'raise' or 'omit' (per set: its non-finite points are dropped).
+    block_size : fits per compiled call (default: as many as the memory budget allows,
+        at most 65 536, split over every local device).
+    labels : names of the data sets (file names...), used in the table.
+    invalid : 'raise' (default: a set that cannot be fitted -- too few points, all NaN --
+        raises) or 'skip' (its row gets status INVALID_INPUT and the error; the others fit).
+    **kwargs : loss, f_scale, x_scale, max_nfev, ftol, xtol, gtol (as :func:`~nlsq_tasks.fit`).
+
+    Returns
+    -------
+    BatchFitResult (``result[i]`` is the FitResult of set ``i``; ``result.to_table()``).
+    """
+    t0 = time.perf_counter()
+    V.check_kwargs(kwargs, _OPTION_KEYS, "fit_batch")
+    p0_rows = None if p0 is None else np.asarray(V._real_array("p0", p0))
+    model = resolve_model_spec(f, None if p0_rows is None else p0_rows.reshape(-1, p0_rows.shape[-1])[0])
+    names = list(model.param_names)
+    n_params = len(names)
+    stack = build_stack(xdata, ydata, sigma, check_finite=bool(check_finite), nan_policy=nan_policy,
+                        n_params=n_params, invalid=invalid)
+    k = stack.n_sets
+    if labels is not None:
+        labels = [str(v) for v in labels]
+        if len(labels) != k:
+            raise V.FitInputError("labels", len(labels), f"labels has {len(labels)} names for {k} data sets.")
+    if block_size is not None:
+        block_size = V.check_positive_int("block_size", block_size)
+
+    lower, upper, shared_bounds = _bounds(bounds, k, names)
+    starts = per_set("p0", p0_rows, k, n_params, names)
+    good = [i for i in range(k) if i not in stack.errors]
+
+    # One plan per tolerance tier present: every fit gets the options its size gives alone.
+    plans: dict[int, Any] = {}
+    tols = np.zeros((k, 3))
+    notes: list[str] = []
+    for i in good:
+        tier = tolerance_tier(int(stack.n_valid[i]))
+        if tier not in plans:
+            plans[tier] = _plan_for(model, stack, i, starts, lower, upper, shared_bounds, bounds, workflow, goal,
+                                    memory_limit_gb, kwargs, absolute_sigma)
+            if shared_bounds and lower is None:
+                lower = np.broadcast_to(plans[tier].lower, (k, n_params)).copy()
+                upper = np.broadcast_to(plans[tier].upper, (k, n_params)).copy()
+            if plans[tier].n_starts > 1 or plans[tier].validate:
+                notes.append("multi-start and the QUALITY validation pass are not run in a batch (one start per set).")
+        o = plans[tier].options
+        tols[i] = (o.ftol, o.xtol, o.gtol)
+    plan = plans[tolerance_tier(int(stack.n_valid[good[0]]))]
+    options = plan.options
+
+    if starts is None:
+        starts = np.empty((k, n_params))
+        for i in range(k):
+            starts[i] = plan.p0 if i in stack.errors else _guess(model, *stack.set_xy(i), lower[i], upper[i])
+    else:
+        _check_starts(starts, lower, upper, names)
+        starts = V.into_bounds(starts, lower, upper)
+    if starts is not None and stack.errors:
+        starts[list(stack.errors)] = np.clip(plan.p0, lower[list(stack.errors)], upper[list(stack.errors)])
+    t_prep = time.perf_counter() - t0
+
+    settings = as_settings(options, n_params)
+    out, blocks, timings = _run_blocks(model_fn(model), options.loss, stack, starts, lower, upper, tols,
+                                       options.f_scale, int(settings.max_nfev), settings.x_scale, block_size,
+                                       memory_limit_gb, n_params)
+    result = _assemble(out, stack, names, lower, upper, tols, options, absolute_sigma, labels)
+    result.blocks = blocks
+    result.notes = list(dict.fromkeys(notes))
+    result.timings = {"prepare": t_prep, **timings, "total": time.perf_counter() - t0}
+    return result
+
+
+def _bounds(bounds, k: int, names: list[str]):
+    """(lower, upper, shared): per-set ``(K, P)`` sides are taken here; shared bounds
+    (including the model's defaults) are resolved by the planner (lower/upper None)."""
+    if isinstance(bounds, (tuple, list)) and len(bounds) == 2 and any(np.ndim(b) == 2 for b in bounds):
+        lo = per_set("bounds[0] (lower)", bounds[0], k, len(names), names)
+        hi = per_set("bounds[1] (upper)", bounds[1], k, len(names), names)
+        if np.isnan(lo).any() or np.isnan(hi).any():
+            raise V.FitInputError("bounds", "NaN", "bounds must not hold NaN.")
+        bad = np.argwhere(lo >= hi)
+        if bad.size:
+            i, j = bad[0]
+            raise V.FitInputError(
+                "bounds", (float(lo[i, j]), float(hi[i, j])),
+                f"data set {i}: the lower bound of parameter '{names[j]}' must be strictly less than its upper bound.",
+            )
+        return lo, hi, False
+    return None, None, True
+
+
+def _check_starts(starts, lower, upper, names) -> None:
+    if not np.all(np.isfinite(starts)):
+        i, j = np.argwhere(~np.isfinite(starts))[0]
+        raise V.FitInputError("p0", float(starts[i, j]), f"p0 must be finite; data set {i}, parameter '{names[j]}'.")
+    out = np.argwhere((starts < lower) | (starts > upper))
+    if out.size:
+        i, j = out[0]
+        raise V.FitInputError(
+            "p0", float(starts[i, j]),
+            f"p0 is outside the bounds for data set {i}: parameter '{names[j]}' = {float(starts[i, j])!r} "
+            f"(allowed: {float(lower[i, j])!r} <= {names[j]} <= {float(upper[i, j])!r}).",
+        )
+
+
+def _plan_for(model, stack: Stack, i, starts, lower, upper, shared_bounds, bounds, workflow, goal, memory_limit_gb,
+              kwargs, absolute_sigma):
+    """The single-fit plan of set ``i`` (validates options, model and bounds; probes the model)."""
+    x_i, y_i = stack.set_xy(i)
+    probe = x_i[..., : V.PROBE_POINTS]
+    return make_plan(
+        model, probe=probe, guess_xy=(x_i, y_i), n_points=int(stack.n_valid[i]), n_features=stack.n_features,
+        p0=None if starts is None else starts[i],
+        bounds=bounds if shared_bounds else (lower[i], upper[i]),
+        method=None, workflow=workflow, goal=goal, memory_limit_gb=memory_limit_gb,
+        kwargs={**{k: v for k, v in kwargs.items()}, "strategy": "standard"},
+        absolute_sigma=absolute_sigma, covariance=False,
+    )
+
+
+def _guess(model, x, y, lower, upper) -> np.ndarray:
+    """The start a single fit takes when p0 is None: the model's guess moved inside the
+    bounds, else a feasible default (as the planner does)."""
+    guess = getattr(model, "guess", None)
+    if callable(guess):
+        try:
+            p = guess(x, y)
+        except Exception:  # advice, not a result: fall back as the planner does
+            p = None
+        if p is not None:
+            p = np.asarray(p, dtype=np.float64).ravel()
+            if p.shape == lower.shape and np.all(np.isfinite(p)):
+                return V.into_bounds(p, lower, upper)
+    return V.feasible_start(lower, upper)
+
+
+def block_plan(k: int, n_points: int, n_params: int, n_features: int, block_size: int | None,
+               memory_limit_gb: float | None) -> dict[str, Any]:
+    """How many fits go into one compiled call: the request, else what the memory budget
+    allows (``MemoryBudget`` of one padded set, times the block), a size bucket of ``K``
+    at most (so nearby batch sizes share an executable), a multiple of the device count."""
+    from ..workflow import MemoryBudget
+    from ..workflow.budget import RUNTIME_ALLOWANCE_BYTES
+
+    devices = _solver.n_devices()
+    budget = MemoryBudget.compute(n_points=n_points, n_params=n_params, n_features=n_features,
+                                  memory_limit_gb=memory_limit_gb)
+    gb = float(1 << 30)
+    # One fit's share of the peak: its data, Jacobian and residuals (the budget's formula
+    # without the once-per-process runtime allowance), plus the trust-region state.
+    per_fit = budget.peak_gb * gb - RUNTIME_ALLOWANCE_BYTES + 64 * n_params * n_params * 8
+    room = max(budget.threshold_gb * gb - RUNTIME_ALLOWANCE_BYTES, per_fit)
+    by_memory = 1 << max(0, int(room // per_fit).bit_length() - 1)  # a power of two: stable shapes
+    if block_size is not None:
+        size, why = block_size, "requested"
+    else:
+        size = min(bucket_size(k), by_memory, MAX_BLOCK)
+        why = "memory budget" if size == by_memory else ("batch size" if size == bucket_size(k) else "block cap")
+    size = max(devices, -(-size // devices) * devices)
+    return {"block_size": int(size), "n_blocks": -(-k // size), "devices": devices, "reason": why,
+            "fits_per_block_by_memory": by_memory}
+
+
+def _run_blocks(fn, loss, stack: Stack, starts, lower, upper, tols, f_scale, max_nfev, x_scale, block_size,
+                memory_limit_gb, n_params):
+    k = stack.n_sets
+    blocks = block_plan(k, int(stack.y.shape[1]), n_params, stack.n_features, block_size, memory_limit_gb)
+    size = blocks["block_size"]
+    filler = next(i for i in range(k) if i not in stack.errors)
+    parts, compile_s, run_s = [], 0.0, 0.0
+    for b in range(blocks["n_blocks"]):
+        idx = np.arange(b * size, (b + 1) * size)
+        idx = np.where(idx < k, idx, filler)  # the last block is topped up with a copy: same shape, no recompile
+        out, t = _solver.solve_block(
+            fn, loss, stack.tile, starts[idx], lower[idx], upper[idx], stack.x[idx], stack.y[idx],
+            None if stack.sigma is None else stack.sigma[idx], stack.n_valid[idx], tols[idx],
+            f_scale, max_nfev, x_scale,
+        )
+        parts.append(out)
+        compile_s += t["compile_s"]
+        run_s += t["run_s"]
+    import jax
+
+    out = jax.tree_util.tree_map(lambda *a: np.concatenate(a)[:k], *parts)
+    return out, blocks, {"compile": compile_s, "run": run_s}
+
+
+def _assemble(out, stack: Stack, names, lower, upper, tols, options, absolute_sigma, labels) -> BatchFitResult:
+    s, neq = out.state, out.state.neq
+    k = stack.n_sets
+    status = np.asarray(s.status, np.int64).copy()
+    status[status == int(FitStatus.RUNNING)] = int(FitStatus.MAX_NFEV)  # the loop only exits stopped; be explicit
+    n_points = np.rint(np.asarray(neq.count)).astype(np.int64)
+    pcov = batched_covariance(np.asarray(neq.JtJ), np.asarray(neq.cost), n_points, bool(absolute_sigma))
+    popt = np.array(s.p, np.float64)
+    bad = sorted(stack.errors)
+    if bad:
+        status[bad] = int(FitStatus.INVALID_INPUT)
+        popt[bad] = np.nan
+        pcov[bad] = np.nan
+    return BatchFitResult(
+        param_names=list(names), popt=popt, pcov=pcov, status=status,
+        nfev=np.asarray(s.nfev, np.int64), njev=np.asarray(s.njev, np.int64), nit=np.asarray(s.nit, np.int64),
+        cost=np.asarray(neq.cost, np.float64), chi2=np.asarray(neq.chi2, np.float64),
+        ssr=np.asarray(neq.ssr, np.float64), sst=np.asarray(out.sst, np.float64), n_points=n_points,
+        grad_norm=np.asarray(s.g_norm, np.float64), lower=np.asarray(lower, np.float64),
+        upper=np.asarray(upper, np.float64), n_omitted=stack.omitted.copy(), errors=dict(stack.errors),
+        labels=labels, loss=options.loss, tolerances=tols,
+    )
