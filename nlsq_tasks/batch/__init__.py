@@ -5,6 +5,7 @@ and :func:`fit_global` (several data sets, some parameters shared).
 """
 
 from ._fit import fit_batch
+from .global_fit import GlobalFitResult, fit_global
 from .result import BatchFitResult
 
-__all__ = ["BatchFitResult", "fit_batch"]
+__all__ = ["BatchFitResult", "GlobalFitResult", "fit_batch", "fit_global"]
