@@ -33,15 +33,15 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from .. import _validate as V
 from .._plan import UNBOUNDED, make_plan, model_fn, resolve_model_spec
 from ..engine.covariance import covariance
-from ..engine.normal_eqs import NormalEquations, data_pass, zero_normal_eqs
+from ..engine.loop import drive
+from ..engine.normal_eqs import NormalEquations, data_pass
 from ..engine.result import FitResult, FitStatistics
 from ..engine.status import FitStatus
-from ..engine.trust_region import RUNNING, as_settings, tr_init, tr_propose, tr_update
+from ..engine.trust_region import as_settings
 from ._stack import build_stack
 
 _OPTION_KEYS = ("loss", "f_scale", "x_scale", "max_nfev", "ftol", "xtol", "gtol")
@@ -111,8 +111,8 @@ def _datasets(datasets) -> tuple[list, list, list | None]:
 
 
 def _global_solver(fn, loss: str, tile: int, gidx: np.ndarray, n_total: int):
-    """The whole global fit as one ``lax.while_loop`` (the structure of :func:`~nlsq_tasks.engine.loop.solve`,
-    with the arrow-assembling evaluation)."""
+    """The whole global fit as one compiled call: the engine's trust-region loop
+    (:func:`~nlsq_tasks.engine.loop.drive`) over the arrow-assembling evaluation."""
     gidx = np.asarray(gidx)
     rows, cols = gidx[:, :, None], gidx[:, None, :]
 
@@ -127,23 +127,7 @@ def _global_solver(fn, loss: str, tile: int, gidx: np.ndarray, n_total: int):
         return NormalEquations(sums[0], jtj, jtr, *sums[1:])
 
     def run(theta0, lower, upper, x, y, sigma, n_valid, f_scale, settings):
-        placeholder = tr_init(theta0, zero_normal_eqs(n_total), lower, upper, settings)._replace(
-            status=jnp.asarray(RUNNING, jnp.int32))
-        hard_cap = settings.max_nfev + 1
-
-        def cond(carry):
-            s, _ = carry
-            return (s.status == RUNNING) & (s.nfev < hard_cap)
-
-        def body(carry):
-            s, started = carry
-            prop = tr_propose(s, lower, upper, settings)
-            neq = evaluate(jnp.where(started, prop.p_trial, theta0), x, y, sigma, n_valid, f_scale)
-            s = lax.cond(started, lambda: tr_update(s, prop, neq, lower, upper, settings),
-                         lambda: tr_init(theta0, neq, lower, upper, settings))
-            return s, jnp.asarray(True)
-
-        state, _ = lax.while_loop(cond, body, (placeholder, jnp.asarray(False)))
+        state = drive(lambda theta: evaluate(theta, x, y, sigma, n_valid, f_scale), theta0, lower, upper, settings)
         mean = state.neq.sum_y / jnp.maximum(state.neq.count, 1.0)
         mask = jnp.arange(y.shape[1])[None, :] < n_valid[:, None]
         sst = jnp.sum(jnp.where(mask, (y - mean) ** 2, 0.0))
