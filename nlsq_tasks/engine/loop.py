@@ -81,7 +81,21 @@ def drive(evaluate, p0, lower, upper, settings: TRSettings, progress_token=None)
     # tr_init, later ones evaluate the proposal and call tr_update.
     placeholder = tr_init(p0, zero_normal_eqs(p0.shape[0]), lower, upper, settings)
     placeholder = placeholder._replace(status=jnp.asarray(RUNNING, jnp.int32))
+    state, _ = drive_from(evaluate, (placeholder, jnp.asarray(False)), p0, lower, upper, settings,
+                          progress_token=progress_token)
+    return state
+
+
+def drive_from(evaluate, carry, p0, lower, upper, settings: TRSettings, stop_nfev=None, progress_token=None):
+    """:func:`drive` from a loop ``carry = (state, started)``, until the fit stops or, when
+    ``stop_nfev`` (a run-time value) is given, ``nfev`` reaches it; returns the carry.
+
+    Resumable segments (checkpointed sharded runs) call this with the carry they saved:
+    the iterates are exactly those of one uninterrupted loop.
+    """
     hard_cap = settings.max_nfev + 1  # belt and braces: tr_update stops at max_nfev
+    if stop_nfev is not None:
+        hard_cap = jnp.minimum(hard_cap, stop_nfev)
 
     def cond(carry):
         s, _ = carry
@@ -100,8 +114,7 @@ def drive(evaluate, p0, lower, upper, settings: TRSettings, progress_token=None)
             jax.debug.callback(_emit, progress_token, s.nit, s.nfev, s.neq.cost)
         return s, jnp.asarray(True)
 
-    state, _ = lax.while_loop(cond, body, (placeholder, jnp.asarray(False)))
-    return state
+    return lax.while_loop(cond, body, carry)
 
 
 # Progress callbacks of running loops, by token: the compiled program carries only the

@@ -29,7 +29,6 @@ then broadcasts) and continues: the iterates are exactly those of an uninterrupt
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -44,10 +43,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from .finalize import build_result
-from .normal_eqs import NormalEquations, add_normal_eqs, centered_sum_squares, data_pass, zero_normal_eqs
+from .loop import drive_from
+from .normal_eqs import centered_sum_squares, zero_normal_eqs
+from .passes import NormalEquationsPass, standard_layout, tiled_pass
 from .options import SolverOptions
 from .result import FitResult
-from .trust_region import RUNNING, TRSettings, TRState, as_settings, tr_init, tr_propose, tr_update
+from .trust_region import RUNNING, TRSettings, TRState, as_settings, tr_init
 
 logger = logging.getLogger("nlsq_tasks")
 
@@ -151,8 +152,6 @@ def shard_layout(n: int, n_devices: int, strategy: str, chunk_size: int | None =
     ``ceil(n / D)`` rows walked in ``chunk_size`` tiles)."""
     share = -(-int(n) // int(n_devices))
     if strategy == "standard":
-        from .strategies import standard_layout
-
         return standard_layout(share)
     return share, max(1, min(int(chunk_size or share), share))
 
@@ -273,47 +272,22 @@ def initial_carry(p0, lower, upper, settings: TRSettings) -> Carry:
 
 
 def drive_segment(evaluate, carry: Carry, p0, lower, upper, settings: TRSettings, stop_nfev) -> Carry:
-    """The trust-region loop of :mod:`.loop`, resumable: from ``carry``, iterate until the
-    fit stops or ``nfev`` reaches ``stop_nfev`` (a run-time value: segments of any length
-    share one compiled program). Iteration 0 evaluates ``p0`` and calls ``tr_init``."""
-    hard_cap = jnp.minimum(settings.max_nfev + 1, stop_nfev)
-
-    def cond(c: Carry):
-        return (c.state.status == RUNNING) & (c.state.nfev < hard_cap)
-
-    def body(c: Carry):
-        s, started = c
-        prop = tr_propose(s, lower, upper, settings)
-        neq = evaluate(jnp.where(started, prop.p_trial, p0))
-        s = lax.cond(
-            started,
-            lambda: tr_update(s, prop, neq, lower, upper, settings),
-            lambda: tr_init(p0, neq, lower, upper, settings),
-        )
-        return Carry(s, jnp.asarray(True))
-
-    return lax.while_loop(cond, body, carry)
+    """The shared trust-region loop (:func:`~.loop.drive_from`) from ``carry`` until the fit
+    stops or ``nfev`` reaches ``stop_nfev`` (run-time: segments share one program)."""
+    return Carry(*drive_from(evaluate, tuple(carry), p0, lower, upper, settings, stop_nfev=stop_nfev))
 
 
-def _fold_devices(parts, n_devices: int, n_params: int):
-    """Per-device partials (leading axis D) folded with ``combine`` in device order."""
-    acc = zero_normal_eqs(n_params)
-    for i in range(n_devices):
-        acc = add_normal_eqs(acc, jax.tree.map(lambda a: a[i], parts))
-    return acc
-
-
-def _sharded_pass(fn, loss: str, tile: int, mesh: Mesh, x_ndim: int, has_sigma: bool):
-    """``(p, f_scale, n_valid, x, y[, sigma]) -> NormalEquations``: each device folds its
-    own tiles; the D partials come back stacked (sharded) and are folded in device order."""
+def _sharded_pass(reduction, tile: int, mesh: Mesh, x_ndim: int, has_sigma: bool):
+    """``(p, f_scale, n_valid, x, y[, sigma]) -> reduction``: each device folds its own
+    tiles (:func:`~.passes.tiled_pass`); the D partials come back stacked (sharded) and are
+    folded with ``reduction.combine`` in device order, starting from ``reduction.zero``."""
     n_dev = mesh.size
 
     def local(p, f_scale, n_valid, x, y, *sigma):
         rows = y.shape[0]
-        d = lax.axis_index(AXIS)
-        nv = jnp.clip(n_valid - d * rows, 0, rows)
-        neq = data_pass(fn, loss, f_scale, p, x, y, sigma[0] if sigma else None, nv, tile)
-        return jax.tree.map(lambda a: a[None], neq)
+        nv = jnp.clip(n_valid - lax.axis_index(AXIS) * rows, 0, rows)
+        part = tiled_pass(reduction, p, x, y, sigma[0] if sigma else None, nv, tile, f_scale)
+        return jax.tree.map(lambda a: a[None], part)
 
     in_specs = (P(), P(), P(), _spec(x_ndim), P(AXIS)) + ((P(AXIS),) if has_sigma else ())
     # check_vma off: the tiles' scan starts from a replicated zero and adds per-device
@@ -321,7 +295,11 @@ def _sharded_pass(fn, loss: str, tile: int, mesh: Mesh, x_ndim: int, has_sigma: 
     smap = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P(AXIS), check_vma=False)
 
     def evaluate(p, f_scale, n_valid, *data):
-        return _fold_devices(smap(p, f_scale, n_valid, *data), n_dev, p.shape[0])
+        parts = smap(p, f_scale, n_valid, *data)
+        acc = reduction.zero(p.shape[0])
+        for i in range(n_dev):
+            acc = reduction.combine(acc, jax.tree.map(lambda a: a[i], parts))
+        return acc
 
     return evaluate
 
@@ -355,7 +333,7 @@ _COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}  # as loop.py: p
 def _segment_program(fn, loss: str, tile: int, mesh: Mesh, x_ndim: int, has_sigma: bool):
     """The segment program ``(carry, p0, lower, upper, settings, f_scale, n_valid,
     stop_nfev, x, y[, sigma]) -> (carry, sst)`` for one mesh (jitted, not yet compiled)."""
-    evaluate = _sharded_pass(fn, loss, tile, mesh, x_ndim, has_sigma)
+    evaluate = _sharded_pass(NormalEquationsPass(fn, loss), tile, mesh, x_ndim, has_sigma)
     sst_of = _sharded_sst(mesh)
 
     def segment(carry, p0, lower, upper, settings, f_scale, n_valid, stop_nfev, x, y, *sigma):

@@ -222,19 +222,27 @@ class ClusterDetector:
 
         None outside PBS, or when the node file cannot be read (logged as a warning).
         """
+        nodes = self.pbs_nodes()
+        if not nodes:
+            return None
+        return self._scheduler_cluster(nodes, self._gpus_per_node(None), "pbs", os.environ.get("PBS_JOBID"))
+
+    def pbs_nodes(self) -> list[str]:
+        """The unique hosts of ``PBS_NODEFILE`` in file order (one line per slot there);
+        empty outside PBS or when the file cannot be read (logged). Touches no device, so
+        a multi-process job can find its coordinator before JAX starts."""
         path = os.environ.get("PBS_NODEFILE")
         if not path:
-            return None
+            return []
         try:
             text = Path(path).read_text()
         except OSError as exc:
             logger.warning("PBS_NODEFILE=%s cannot be read (%s); not treating this as a PBS job", path, exc)
-            return None
+            return []
         nodes = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip()))
         if not nodes:
             logger.warning("PBS_NODEFILE=%s lists no hosts; not treating this as a PBS job", path)
-            return None
-        return self._scheduler_cluster(nodes, self._gpus_per_node(None), "pbs", os.environ.get("PBS_JOBID"))
+        return nodes
 
     # -- SLURM -------------------------------------------------------------------------
     def is_slurm_environment(self) -> bool:
