@@ -177,6 +177,7 @@ def fit_source(
     memory_limit_gb: float | None = None,
     absolute_sigma: bool = False,
     method: str | None = None,
+    executor=None,
     **kwargs,
 ) -> FitResult:
     """Fit ``f`` to data served by a :class:`~nlsq_tasks.engine.sources.ChunkSource`.
@@ -187,6 +188,15 @@ def fit_source(
     over the source per iteration. Arguments as :func:`fit`; ``nan_policy='omit'`` is the
     only way to fit a source holding NaN (those points are dropped and the rest re-chunked,
     see :class:`FiniteSource`).
+
+    ``executor``: where the passes run. None or ``"local"``: this process. A
+    ``distributed.Client``, a scheduler address (``"tcp://host:8786"``) or
+    ``"local-cluster:N"`` (a temporary LocalCluster of N worker processes): a Dask cluster
+    whose workers read their own chunks of a storage-backed source
+    (:func:`nlsq_tasks.io.open_source`), keep them resident when the cluster's memory
+    holds them, and return partial sums that are folded here in chunk order, so the
+    result is the local streaming result bit for bit. ``result.execution`` records the
+    executor, the worker count, residency and why, and the time per pass.
     """
     t0 = time.perf_counter()
     V.check_kwargs(kwargs, FIT_KWARGS, "fit_source")
@@ -205,6 +215,11 @@ def fit_source(
     if int(source.n_points) <= 0:
         raise V.FitInputError("source", int(source.n_points), "the source holds no data points.")
     nan_policy = kwargs.pop("nan_policy", None)
+    dask_executor = None
+    if executor is not None:
+        from .dask.front import check_executor
+
+        dask_executor = check_executor(executor, source, int(kwargs.get("n_starts") or 1), nan_policy)
     # A sample stands in for the data wherever validation or the model's guess needs values.
     sample = source.sample(min(int(source.n_points), 4096), seed=0)
     sample_data = V.check_data(sample.x, sample.y, sample.sigma, check_finite=True, nan_policy=nan_policy)
@@ -225,7 +240,9 @@ def fit_source(
         covariance=False,
     )
     t_prep = time.perf_counter() - t0
-    if plan.strategy == "streaming":
+    if dask_executor is not None:
+        result = _run_on_dask(plan, source, dask_executor)
+    elif plan.strategy == "streaming":
         result = _run_streaming(plan, source, nan_policy=nan_policy)
     else:
         # The selector says the data fit in memory: one read, then the in-memory solvers.
@@ -324,6 +341,29 @@ def _run_streaming(plan: Plan, source: ChunkSource, nan_policy=None) -> FitResul
     if source.chunk_size != plan.config.chunk_size:
         logger.info("streaming with the source's own chunk size %d (the plan sized %d)", source.chunk_size, plan.config.chunk_size)
     result = _solve(plan, fn, None, None, None, source)
+    if plan.validate:
+        _validation(plan, fn, None, None, None, source, result)
+    return result
+
+
+def _run_on_dask(plan: Plan, source: ChunkSource, executor) -> FitResult:
+    """Streaming passes on a Dask cluster (resident data make it the chunked strategy run
+    where the data live); the loop, checkpoints and validation stay here."""
+    from .dask.front import label, run_on_dask
+    from .engine.streaming import run_streaming
+
+    if plan.strategy != "streaming":
+        plan.reason += f"; run as passes over the data held by the Dask workers ({label(executor)})"
+        plan.strategy = "streaming"
+    fn = model_fn(plan.model)
+
+    def passes(pass_executor):
+        return run_streaming(fn, source, plan.p0, plan.lower, plan.upper, plan.options, plan.names,
+                             config=plan.config, checkpoint=plan.checkpoint, progress=plan.progress,
+                             fingerprint=_fingerprint(plan), executor=pass_executor.bind)
+
+    result, record = run_on_dask(executor, passes)
+    result.execution = record
     if plan.validate:
         _validation(plan, fn, None, None, None, source, result)
     return result

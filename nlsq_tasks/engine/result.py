@@ -269,7 +269,13 @@ class FitResult:
                 "    budget: "
                 + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in b.items())
             )
-        if self.execution:
+        if str(self.execution.get("executor", "")).startswith("dask"):
+            e = self.execution
+            per = e.get("pass_seconds") or []
+            lines.append(f"    executor: {e['executor']}, {e.get('n_workers', '?')} worker(s), {len(per)} passes, "
+                         f"{sum(per) / max(len(per), 1):.3f} s per pass; resident={e.get('resident')} "
+                         f"({e.get('resident_reason', '')})")
+        elif self.execution:
             e = self.execution
             lines.append(
                 f"    execution: {e.get('n_devices', 1)} {e.get('backend', '?')} device(s) ({e.get('device_kind', '?')}), "
