@@ -194,7 +194,13 @@ def fit_distributed(f, source, open_shares, *, p0=None, bounds=None, workflow="a
         plan.reason = f"{plan.reason}; {note}"
     ex = plan.execution
     if not ex.sharded:
-        raise V.FitInputError("source", n, f"this fit does not spread over the job's devices: {ex.reason}")
+        # One process, one device: the same segmented program on a one-device mesh, so
+        # checkpoints and resume work the same way.
+        from .engine.sharded import Execution, shard_layout
+
+        rows, tile = shard_layout(n, 1, plan.strategy, getattr(plan.config, "chunk_size", None))
+        ex = Execution(ex.backend, ex.device_kind, 1, 1, rows, tile, True, f"{ex.reason}; one device, checkpointed")
+        plan.execution = ex
     m = int(ex.rows_per_device)
     shares = open_shares(m)
     read = [0]
