@@ -189,6 +189,7 @@ class PresetOverrides(BaseModel):
     max_nfev: Optional[int] = Field(None, ge=1, le=1_000_000, description="Bound on function evaluations (streaming: passes).")
     n_starts: Optional[int] = Field(None, ge=1, le=1000, description="Multi-start count (1: a single start).")
     chunk_size: Optional[int] = Field(None, ge=1_000, le=1_000_000, description="Points per chunk (chunked and streaming).")
+    devices: Optional[int] = Field(None, ge=1, le=4096, description="At most this many devices (GPUs) for one fit; empty: all.")
     loss: Optional[Loss] = Field(None, description="Robust loss.")
     f_scale: Optional[float] = Field(None, gt=0, description="Soft margin between inlier and outlier residuals.")
     validate_fit: Optional[bool] = Field(None, description="Run the QUALITY validation pass whatever the goal.")

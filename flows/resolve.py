@@ -27,7 +27,7 @@ REQUEST_FILE = "request.json"
 # Override fields that fit() takes as keywords (explicit keyword > preset > adaptive);
 # the others change the preset itself.
 _FIT_KEYWORDS = ("ftol", "xtol", "gtol")
-_PRESET_FIELDS = ("strategy", "tolerance", "n_starts", "chunk_size", "loss", "f_scale", "max_nfev")
+_PRESET_FIELDS = ("strategy", "tolerance", "n_starts", "chunk_size", "loss", "f_scale", "max_nfev", "devices")
 
 
 class RequestError(ValueError):

@@ -76,3 +76,9 @@ def test_devices_must_be_a_positive_count():
     with pytest.raises(FitInputError) as err:
         nlsq_tasks.fit(_model, x, np.exp(-x), p0=[1.0, 1.0], devices=0)
     assert err.value.field == "devices"
+
+
+
+def test_caps_from_the_fit_call_and_from_a_request(four_devices):
+    assert four_devices["cap_kwarg"] == 2  # devices=2 on a 4-device process
+    assert four_devices["cap_request"] == 3  # a flow request's overrides.devices, through its preset
