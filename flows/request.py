@@ -151,11 +151,16 @@ class DataSpec(StorageCredentials):
 
 
 class BatchDataSpec(StorageCredentials):
-    """Many data sets of the same layout: a list of URIs, or a glob over an fsspec URL."""
+    """Many data sets of the same layout: a list of URIs, a glob over an fsspec URL, or one
+    .npz file holding a stack (y of shape (K, n))."""
 
     uris: list[str] = Field(default_factory=list, max_length=10_000, description="Data set URIs.")
     glob: Optional[str] = Field(
         None, description="A glob over an fsspec URL, e.g. s3://bucket/runs/*.npz (added to uris)."
+    )
+    stack: Optional[str] = Field(
+        None, description="One .npz file holding many data sets: y (K, n), x (n,) or (K, n), optional sigma. "
+        "Used instead of uris/glob.",
     )
     format: DataFormat = DataFormat.AUTO
     x: Optional[Union[int, str, list[Union[int, str]]]] = Field(None, description="As DataSpec.x.")
@@ -165,8 +170,10 @@ class BatchDataSpec(StorageCredentials):
 
     @model_validator(mode="after")
     def _something_to_fit(self) -> "BatchDataSpec":
-        if not self.uris and not self.glob:
-            raise ValueError("data: give a list of uris or a glob (both are empty)")
+        if not self.uris and not self.glob and not self.stack:
+            raise ValueError("data: give a list of uris, a glob or a stack file (all are empty)")
+        if self.stack and (self.uris or self.glob):
+            raise ValueError("data: give either a stack file or uris/glob, not both")
         return self
 
     def one(self, uri: str) -> DataSpec:
@@ -311,7 +318,17 @@ class BatchFitRequest(FitSettings):
     """One model on many data sets; each gets its own result directory under storage_uri."""
 
     data: BatchDataSpec = Field(..., description="The data sets to fit.")
-    max_concurrency: int = Field(2, ge=1, le=64, description="How many fits run at once on this worker.")
+    max_concurrency: int = Field(2, ge=1, le=64, description="How many batches run at once.")
+    batch_size: Optional[int] = Field(
+        None, ge=1, le=1_000_000,
+        description="Data sets per batch task (one compiled fit_batch each). Empty: enough for about 100 tasks "
+        "in all, at least 100 data sets per task.",
+    )
+    global_shared: Optional[list[str]] = Field(
+        None, max_length=100,
+        description="Parameter names shared by every data set: one global fit across the listed data sets "
+        "instead of one fit per data set.",
+    )
 
     def redacted(self) -> dict[str, Any]:
         return _redact(self.model_dump(mode="json"))

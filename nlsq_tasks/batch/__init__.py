@@ -6,6 +6,6 @@ and :func:`fit_global` (several data sets, some parameters shared).
 
 from ._fit import fit_batch
 from .global_fit import GlobalFitResult, fit_global
-from .result import BatchFitResult
+from .result import BatchFitResult, concat_tables
 
-__all__ = ["BatchFitResult", "GlobalFitResult", "fit_batch", "fit_global"]
+__all__ = ["BatchFitResult", "GlobalFitResult", "concat_tables", "fit_batch", "fit_global"]

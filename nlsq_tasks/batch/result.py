@@ -88,6 +88,21 @@ class BatchFitResult:
     blocks: dict[str, Any] = field(default_factory=dict)  # how the batch was split (block size, devices)
     notes: list[str] = field(default_factory=list)
 
+    @classmethod
+    def failed(cls, labels: Sequence[str], errors: Sequence[str], param_names: Sequence[str], loss: str = "linear") -> "BatchFitResult":
+        """Fits that never started (unreadable data...): status INVALID_INPUT, the error in
+        their rows; the table has the same columns as any other batch's."""
+        k, p = len(labels), len(param_names)
+        nan = np.full(k, np.nan)
+        zeros = np.zeros(k, np.int64)
+        return cls(
+            param_names=list(param_names), popt=np.full((k, p), np.nan), pcov=np.full((k, p, p), np.nan),
+            status=np.full(k, int(FitStatus.INVALID_INPUT), np.int64), nfev=zeros, njev=zeros, nit=zeros,
+            cost=nan, chi2=nan, ssr=nan, sst=nan, n_points=zeros, grad_norm=nan,
+            lower=np.full((k, p), -np.inf), upper=np.full((k, p), np.inf), n_omitted=zeros,
+            errors={i: str(e) for i, e in enumerate(errors)}, labels=[str(v) for v in labels], loss=loss,
+        )
+
     def __len__(self) -> int:
         return int(self.popt.shape[0])
 
@@ -273,3 +288,22 @@ class BatchFitResult:
     def __str__(self) -> str:
         return self.report()
 
+
+
+def concat_tables(tables: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Row-wise concatenation of tables with the same columns (as :meth:`BatchFitResult.to_table`)."""
+    tables = [t for t in tables if t]
+    if not tables:
+        return {}
+    names = list(tables[0])
+    for t in tables[1:]:
+        if list(t) != names:
+            raise ValueError(f"tables have different columns: {names} and {list(t)}")
+    out: dict[str, Any] = {}
+    for n in names:
+        parts = [t[n] for t in tables]
+        if all(isinstance(v, np.ndarray) and v.dtype != object for v in parts):
+            out[n] = np.concatenate(parts)
+        else:
+            out[n] = [item for v in parts for item in (v.tolist() if isinstance(v, np.ndarray) else v)]
+    return out

@@ -15,6 +15,7 @@ from ._fs import atomic_write_bytes, load_text, read_bytes
 from .checkpoint_store import CheckpointStore
 from .inspect import DataInfo, inspect_data
 from .result_store import IncompleteResultError, ResultStore, read_result
+from .stack import load_stack, stack_size
 from .table_store import read_table, write_table
 from .sources import CsvChunkSource, FileChunkSource, ParquetChunkSource, RecordChunkSource, load_arrays, open_source
 
@@ -34,11 +35,13 @@ __all__ = [
     "atomic_write_bytes",
     "inspect_data",
     "load_arrays",
+    "load_stack",
     "load_text",
     "open_source",
     "read_bytes",
     "read_result",
     "read_table",
+    "stack_size",
     "redact_options",
     "write_table",
 ]
