@@ -6,6 +6,7 @@ Commands::
     nlsq-flow demo [--n 200000] [--dir ./.nlsq_demo]
     nlsq-flow presets [NAME]
     nlsq-flow inspect URI          # a result directory (summary, manifest) or a checkpoint location
+    nlsq-flow batch --data 'runs/*.npz' --model ... | --stack stack.npz   # many data sets (flows/cli_batch.py)
 
 With no ``PREFECT_API_URL`` configured, Prefect 3 runs a flow against a temporary local
 server it starts itself (SQLite in ``PREFECT_HOME``) and stops at exit: nothing to start by
@@ -281,6 +282,10 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="show a stored result directory or a checkpoint location")
     i.add_argument("uri")
     i.set_defaults(func=cmd_inspect)
+
+    from .cli_batch import add_parser as add_batch_parser
+
+    add_batch_parser(sub)
     return p
 
 

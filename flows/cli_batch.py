@@ -1,0 +1,127 @@
+"""``nlsq-flow batch``: one model on many data sets, as a batched Prefect flow run.
+
+::
+
+    nlsq-flow batch --data 'runs/*.npz' --model 'a*exp(-b*x) + c' --p0 1 1 0 [--storage DIR]
+    nlsq-flow batch --stack pixels.npz --model gaussian [--batch-size 500] [--max-concurrency 4]
+    nlsq-flow batch --data 'runs/*.npz' --model 'a*exp(-b*x) + c' --shared b     # one global fit
+
+On a terminal a progress bar counts the data sets done (stderr; nothing when piped). The
+result is one table (``<storage>/fits.parquet``); the command prints where, the counts and
+the first failures. Exit status: 0 every data set fitted, 3 some failed (see the table),
+1 the run failed, 2 the request is invalid.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+PARTIAL_FAILURE_EXIT = 3
+
+
+def add_parser(sub) -> None:
+    b = sub.add_parser("batch", help="fit one model to many data sets (a glob of files or one .npz stack)")
+    src = b.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", help="a glob of data files (local, s3://...), e.g. 'runs/*.npz'")
+    src.add_argument("--stack", help="one .npz holding a stack: y (K, n), x (n,) or (K, n), optional sigma")
+    b.add_argument("--model", required=True, help="built-in model name or expression in x")
+    b.add_argument("--preset", default="auto")
+    b.add_argument("--p0", type=float, nargs="+")
+    b.add_argument("--lower", type=float, nargs="+")
+    b.add_argument("--upper", type=float, nargs="+")
+    b.add_argument("--storage", help="where the table goes (default ./nlsq_results/<run name>)")
+    b.add_argument("--goal", choices=["fast", "robust", "global", "memory_efficient", "quality"])
+    b.add_argument("--batch-size", type=int, dest="batch_size", help="data sets per batch task (default: ~100 tasks)")
+    b.add_argument("--max-concurrency", type=int, default=2, dest="max_concurrency", help="batches at once (default 2)")
+    b.add_argument("--shared", nargs="+", help="parameters shared by every data set: one global fit instead")
+    b.add_argument("--max-nfev", type=int, dest="max_nfev")
+    b.add_argument("--tolerance", type=float)
+    b.add_argument("--format", default="auto", choices=["auto", "npy", "npz", "csv", "parquet"])
+    b.add_argument("--x", help="x column/key")
+    b.add_argument("--y", help="y column/key")
+    b.add_argument("--sigma", help="sigma column/key")
+    b.add_argument("--ignore-sigma", action="store_true", dest="ignore_sigma")
+    b.add_argument("--absolute-sigma", action="store_true", dest="absolute_sigma")
+    b.add_argument("--json", action="store_true", help="print the flow's return value as JSON")
+    b.set_defaults(func=cmd_batch)
+
+
+def build_request(args):
+    from .cli import _key
+    from .request import BatchFitRequest
+
+    data = {"format": args.format, "x": _key(args.x), "y": _key(args.y), "sigma": _key(args.sigma),
+            "ignore_sigma": args.ignore_sigma}
+    if args.stack:
+        data["stack"] = args.stack
+    else:
+        data["glob"] = args.data
+    payload = {
+        "data": data, "model": args.model, "preset": args.preset, "goal": args.goal, "storage_uri": args.storage,
+        "absolute_sigma": args.absolute_sigma, "plot": False, "batch_size": args.batch_size,
+        "max_concurrency": args.max_concurrency, "global_shared": args.shared,
+    }
+    for name in ("p0", "lower", "upper"):
+        if getattr(args, name) is not None:
+            payload[name] = getattr(args, name)
+    overrides = {k: getattr(args, k) for k in ("tolerance", "max_nfev") if getattr(args, k) is not None}
+    if overrides:
+        payload["overrides"] = overrides
+    return BatchFitRequest.model_validate(payload)
+
+
+def cmd_batch(args) -> int:
+    from .cli import _local_settings, _quiet_prefect_defaults
+
+    try:
+        request = build_request(args)
+    except Exception as exc:  # pydantic's message names the field, the value and the rule
+        print(f"invalid request: {exc}", file=sys.stderr)
+        return 2
+    _quiet_prefect_defaults()
+    from .batch_flow import batch_fit_flow
+
+    t0 = time.perf_counter()
+    with _local_settings():
+        state = batch_fit_flow(request, return_state=True)
+    wall = time.perf_counter() - t0
+    if not state.is_completed():
+        try:
+            state.result()
+            message = state.message
+        except BaseException as exc:
+            message = f"{type(exc).__name__}: {exc}"
+        print(f"batch flow {state.name}: {message}", file=sys.stderr)
+        return 1
+    out = state.result()
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    elif out.get("global"):
+        print(out["report"])
+        print(f"results: {out['uris'].get('results_dir', out['storage_uri'])}")
+    else:
+        print(f"{state.name}: {out['n_ok']} of {out['n_datasets']} data sets fitted, {out['n_failed']} failed, "
+              f"in {out['n_batches']} batches")
+        print(f"table: {out['table']}")
+        if out["n_failed"]:
+            _print_failures(out["table"], request)
+    print(f"flow wall time: {wall:.2f} s", file=sys.stderr)
+    return PARTIAL_FAILURE_EXIT if out.get("n_failed") else 0
+
+
+def _print_failures(table_uri: str, request, limit: int = 10) -> None:
+    from nlsq_tasks.io import read_table
+
+    try:
+        table = read_table(table_uri, storage_options=request.storage.resolved_options())
+    except Exception as exc:
+        print(f"(could not read the table back: {exc})", file=sys.stderr)
+        return
+    bad = [i for i, ok in enumerate(table["success"]) if not ok]
+    for i in bad[:limit]:
+        why = table["error"][i] or table["message"][i]
+        print(f"  failed: {table['dataset'][i]}: {why}")
+    if len(bad) > limit:
+        print(f"  ... and {len(bad) - limit} more (see the table)")
