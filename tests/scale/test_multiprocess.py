@@ -147,12 +147,16 @@ def test_slurm_job_killed_then_resubmitted_resumes(data_file, reference, tmp_pat
     cmd, env = _fake_allocation(tmp_path, "slurm", data_file, storage)
     job = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
     deadline = time.monotonic() + 600
-    while not glob.glob(str(storage / "checkpoints" / "*" / "ckpt-0000000002-*")):
+    victim = None
+    while victim is None:  # find task 1 first, so that the kill follows the first checkpoint at once
+        assert job.poll() is None, job.communicate()[1][-3000:]
+        assert time.monotonic() < deadline, "task 1 never started"
+        victim = _task_pid(storage, "1")
+        time.sleep(0.05)
+    while not glob.glob(str(storage / "checkpoints" / "*" / "ckpt-0000000001-*")):
         assert job.poll() is None, job.communicate()[1][-3000:]
         assert time.monotonic() < deadline, "no checkpoint written"
-        time.sleep(0.05)
-    victim = _task_pid(storage, "1")
-    assert victim is not None
+        time.sleep(0.002)
     os.kill(victim, 9)
     so, se = job.communicate(timeout=300)
     assert job.returncode != 0
