@@ -1,5 +1,5 @@
 #!/bin/bash
-# One-GPU check of the engine, in under 5 minutes (a hard `timeout` guards it):
+# One-GPU check of the engine, in under 9 minutes (a hard `timeout` guards each section):
 #
 #   bash bench/gpu_check.sh            # from the repository root, in the project's venv
 #
@@ -8,7 +8,10 @@
 #   2. the strategy the planner selects at 1e6, 1e7 and 1e8 points (3 parameters);
 #   3. at 1e7 and 1e8 points: compile time, warm fit time, passes, ms per pass and points/s
 #      per pass (anchor: a published 55 ms for a 1e7-point fit; aim < 50 ms);
-#   4. the same 1e7 fit on the CPU, as a ratio (CPU warm time / GPU warm time).
+#   4. the same 1e7 fit on the CPU, as a ratio (CPU warm time / GPU warm time);
+#   5. many small fits (fit_batch, one vmap): fits/s at 1e5 and 1e6 fits of 25 and 100
+#      points, float64 (goal >= 1e6 fits/s; anchor: Gpufit's ~3e6 fits/s in float32),
+#      via bench/batch_vs_scipy.py --only many.
 # Needs jax[cuda12] installed; prints a table to stdout and exits non-zero on failure.
 # GPU_CHECK_DRY_RUN=1 runs the same script on the CPU at 1/100 of the sizes (checks the
 # script itself on a machine without a GPU; its numbers mean nothing).
@@ -21,7 +24,8 @@ LIMIT_S="${GPU_CHECK_LIMIT_S:-290}"
 echo "## nvidia-smi"
 nvidia-smi --query-gpu=index,name,memory.total,memory.used,memory.free,driver_version --format=csv || echo "(nvidia-smi not available)"
 
-exec timeout --signal=TERM "${LIMIT_S}" "${PY}" - <<'PYEOF'
+engine_section() {
+timeout --signal=TERM "${LIMIT_S}" "${PY}" - <<'PYEOF'
 import json, os, sys, time
 
 import jax
@@ -125,3 +129,18 @@ else:
     print("skipped: time budget")
 print(f"\n# gpu_check done in {time.perf_counter() - t_start:.0f} s")
 PYEOF
+}
+
+batch_section() {
+  echo
+  echo "## many small fits on the GPU (fit_batch)"
+  local ks="100000 1000000"
+  [[ "${GPU_CHECK_DRY_RUN:-}" == "1" ]] && ks="1000 10000"
+  timeout --signal=TERM "${GPU_CHECK_BATCH_LIMIT_S:-240}" "${PY}" bench/batch_vs_scipy.py --only many \
+    --k ${ks} --n 25 100 --scipy-sample 200 --repeats 2
+}
+
+rc=0
+engine_section || rc=$?   # one section failing still runs (and reports) the other
+batch_section || rc=$?
+exit "$rc"

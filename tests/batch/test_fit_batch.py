@@ -136,3 +136,32 @@ def test_bad_arguments_name_the_field():
         fit_batch(decay, x, y, n_starts=3)
     with pytest.raises(ValueError, match="data set 1"):
         fit_batch(decay, x, [y[0], y[1][:-1]])  # a shared x of 20 points, a set of 19
+
+
+_TWO_DEVICES = r"""
+import json, sys
+import numpy as np, jax.numpy as jnp
+import nlsq_tasks
+from nlsq_tasks import fit_batch
+x, y = (np.asarray(v) for v in json.loads(sys.stdin.read()))
+r = fit_batch(lambda x, a, b, c: a * jnp.exp(-b * x) + c, x, y, p0=[1.0, 1.0, 0.0], block_size=3)
+print(json.dumps({"blocks": r.blocks, "popt": r.popt.tolist()}))
+"""
+
+
+def test_two_local_devices_split_the_fits_and_change_nothing():
+    """Forced CPU devices (a fresh process): each block's fits are split over both devices."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    x, y = _data(6, 50, seed=5)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    out = subprocess.run([sys.executable, "-c", _TWO_DEVICES], input=json.dumps([x.tolist(), y.tolist()]),
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["blocks"]["devices"] == 2 and got["blocks"]["block_size"] == 4 and got["blocks"]["n_blocks"] == 2
+    here = fit_batch(decay, x, y, p0=[1.0, 1.0, 0.0])
+    assert _close(np.asarray(got["popt"]), here.popt) < RTOL
