@@ -81,6 +81,7 @@ def _build_request(args) -> Any:
         "absolute_sigma": args.absolute_sigma,
         "plot": not args.no_plot,
         "resume": not args.no_resume,
+        "executor": args.executor,
     }
     for name in ("p0", "lower", "upper"):
         if getattr(args, name) is not None:
@@ -263,6 +264,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--absolute-sigma", action="store_true", dest="absolute_sigma")
     r.add_argument("--no-plot", action="store_true", dest="no_plot")
     r.add_argument("--no-resume", action="store_true", dest="no_resume")
+    r.add_argument("--executor", default="local",
+                   help="where the passes run: local (default), local-cluster:N (a temporary Dask cluster of N "
+                        "worker processes) or a Dask scheduler address tcp://host:8786")
     r.add_argument("--json", action="store_true", help="print the flow's return value as JSON")
     r.set_defaults(func=cmd_run)
 

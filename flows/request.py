@@ -253,6 +253,14 @@ class FitSettings(BaseModel):
     )
     resume: bool = Field(True, description="Streaming: continue from the checkpoints under <storage_uri>/checkpoints.")
     plot: bool = Field(True, description="Write a PNG of data, fit and residuals (needs matplotlib).")
+    executor: str = Field(
+        "local",
+        description="Where the passes run: 'local' (the flow's worker), 'local-cluster:N' (a temporary Dask "
+                    "cluster of N worker processes) or a Dask scheduler address 'tcp://host:8786'. Dask workers read "
+                    "their own chunks of the data and keep them in memory when the cluster holds them. A batch runs "
+                    "its fit tasks there (prefect-dask).",
+        examples=["local", "local-cluster:2", "tcp://scheduler:8786"],
+    )
 
     @field_validator("model")
     @classmethod
@@ -264,6 +272,16 @@ class FitSettings(BaseModel):
                 "expression in x, or a name registered by the deployment (flows.register_model)"
             )
         return text
+
+    @field_validator("executor")
+    @classmethod
+    def _executor_choice(cls, v: str) -> str:
+        from nlsq_tasks.dask import ExecutorChoiceError, parse_executor
+
+        try:
+            return str(parse_executor(v))
+        except ExecutorChoiceError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("preset", mode="before")
     @classmethod

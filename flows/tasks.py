@@ -183,7 +183,24 @@ def plan_fit(info: dict, checked: dict, settings: FitSettings) -> dict[str, Any]
         plan["reason"] += f"; chunks of {plan['chunk_size']:,} points"
     plan["validate"] = bool(settings.goal_name == "quality" or checked.get("preset_validates"))
     _record_cluster(plan)
+    _plan_executor(plan, info, settings)
     return plan
+
+
+def _plan_executor(plan: dict, info: dict, settings: FitSettings) -> None:
+    """Where the passes run. On Dask every strategy runs as passes over the chunks held by
+    the workers (with resident chunks that is the chunked fit, done where the data are):
+    the plan records the workers, whether the chunks stay resident, and why."""
+    plan["executor"] = settings.executor
+    if settings.executor == "local":
+        return
+    from nlsq_tasks.dask import plan_residency
+
+    plan["dask"] = plan_residency(settings.executor, plan["n_points"], plan["n_features"], bool(info.get("has_sigma")))
+    if plan["strategy"] != "streaming":
+        plan["reason"] += f"; run as passes over the chunks held by the Dask workers ({settings.executor})"
+        plan["strategy"] = "streaming"
+    plan["reason"] += f"; executor {settings.executor}: {plan['dask']['resident_reason']}"
 
 
 def _record_cluster(plan: dict) -> None:
@@ -319,6 +336,8 @@ def fit_streaming(data: DataSpec, settings: FitSettings, checked: dict, plan: di
     kwargs = _fit_arguments(settings, checked, plan)
     reporter = _progress_reporter(plan)
     kwargs.update(checkpoint=store if settings.resume else _FreshStart(store), progress=reporter)
+    if plan.get("executor", "local") != "local":
+        kwargs["executor"] = plan["executor"]
     with worker_slot():
         result = fit_source(model, source, **kwargs)
     reporter.finish(result.status.name)

@@ -22,6 +22,7 @@ _NAMES = {
     "parse_executor": ".cluster",
     "connect": ".cluster",
     "decide_residency": ".cluster",
+    "plan_residency": ".cluster",
 }
 
 __all__ = sorted(_NAMES)

@@ -153,3 +153,30 @@ def decide_residency(data_bytes: int, memory: dict[str, int], resident: Any = "a
                       "first pass")
     return False, (f"the data ({data_bytes / gb:.3g} GB as float64) exceed {fraction:.0%} of the workers' memory "
                    f"({total / gb:.3g} GB on {len(memory)} workers): every pass reads its chunks from storage")
+
+
+def plan_residency(choice: Any, n_points: int, n_features: int, has_sigma: bool) -> dict[str, Any]:
+    """What the plan records for a Dask executor before the fit: workers, memory, whether
+    the chunks will stay resident, and why (the executor applies the same rule again to
+    the workers it finds when the fit starts, and the result records that decision).
+
+    ``local-cluster:N`` splits this machine's memory among its N workers (Dask's default),
+    so its total is this machine's memory; an address is asked (a short connection)."""
+    data_bytes = int(n_points) * (int(n_features) + 1 + int(bool(has_sigma))) * 8
+    if is_client(choice):
+        memory = worker_memory(choice)
+        label = f"dask:{choice.scheduler.address}"
+    else:
+        choice = parse_executor(choice)
+        label = f"dask:{choice}"
+        if choice.kind == "local-cluster":
+            import psutil
+
+            total = int(psutil.virtual_memory().total)
+            memory = {f"local-{i}": total // choice.n_workers for i in range(choice.n_workers)}
+        else:
+            with connect(choice) as client:
+                memory = worker_memory(client)
+    resident, reason = decide_residency(data_bytes, memory)
+    return {"executor": label, "n_workers": len(memory), "worker_memory_bytes": sum(memory.values()),
+            "data_bytes": data_bytes, "resident": resident, "resident_reason": reason}

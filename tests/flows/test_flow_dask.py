@@ -1,0 +1,55 @@
+"""Flows on Dask (a real LocalCluster of 2 worker processes on 127.0.0.1): the fit flow's
+passes on the cluster, chosen in the request, planned and recorded; and the batch flow's
+fit tasks on a prefect-dask DaskTaskRunner."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flow_helpers import TRUE, failure_message
+
+pytest.importorskip("prefect_dask")
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                      host="127.0.0.1") as cl:
+        yield cl
+
+
+def test_fit_flow_runs_its_passes_on_dask(cluster, decay_npz, tmp_path):
+    from flows import FitRequest, fit_flow
+
+    address = cluster.scheduler_address
+    base = {"data": {"uri": str(decay_npz), "sigma": "sigma"}, "model": "a*exp(-b*x) + c", "p0": [1.0, 1.0, 0.0],
+            "absolute_sigma": True, "plot": False, "overrides": {"strategy": "streaming", "chunk_size": 1000}}
+    local = fit_flow(FitRequest.model_validate({**base, "storage_uri": str(tmp_path / "local")}))
+    state = fit_flow(FitRequest.model_validate({**base, "storage_uri": str(tmp_path / "dask"), "executor": address}),
+                     return_state=True)
+    assert state.is_completed(), failure_message(state)
+    out = state.result()
+    for name, true in zip("abc", TRUE):
+        assert abs(out["params"][name] - true) < 0.05
+    assert out["params"] == local["params"]  # the same bits as the local passes
+    assert f"executor {address}" in out["reason"] and "resident" in out["reason"]
+    from nlsq_tasks.io import read_result
+
+    stored = read_result(out["uris"]["results_dir"])
+    execution = stored.execution if hasattr(stored, "execution") else stored["summary"]["execution"]
+    assert execution["executor"] == f"dask:{address}" and execution["n_workers"] == 2 and execution["resident"]
+
+
+def test_request_refuses_an_unknown_executor():
+    from pydantic import ValidationError
+
+    from flows import FitRequest
+
+    with pytest.raises(ValidationError) as err:
+        FitRequest.model_validate({"data": {"uri": "x.npy"}, "model": "gaussian", "executor": "spark://x"})
+    msg = str(err.value)
+    assert "executor" in msg and "'spark://x'" in msg and "local-cluster:N" in msg
