@@ -25,6 +25,8 @@ sets (``fit-global``, :func:`nlsq_tasks.fit_global`), written as a result direct
 Task runner: a ``ThreadPoolTaskRunner`` by default; any other (a ``DaskTaskRunner`` from
 prefect-dask) plugs in with ``batch_fit_flow.with_options(task_runner=...)``: batch tasks
 are ordinary ``.submit()`` calls and concurrency is bounded by the window, not the runner.
+The request's ``executor`` (a scheduler address or ``local-cluster:N``) does that itself:
+the flow runs its body as a subflow on a ``DaskTaskRunner`` (:mod:`flows.dask_runner`).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from . import resolve as R
 from .artifacts import BATCH_KEY
 from .batch_progress import BatchProgress, terminal_bar_stream
+from .dask_runner import dask_task_runner, running_on_dask
 from .fit_flow import run_name_default
 from .request import BatchFitRequest
 from .tasks import _RETRYING, check_request
@@ -255,6 +258,16 @@ def batch_fit_flow(request: BatchFitRequest):
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     logger = get_run_logger()
+    runner = dask_task_runner(request.executor)
+    if runner is not None and not running_on_dask():
+        # The request asks for Dask: the same flow as a subflow whose tasks run on the
+        # cluster; its final state (e.g. "Completed with failures") is this run's.
+        logger.info("fit tasks on Dask (%s)", request.executor)
+        child = batch_fit_flow.with_options(task_runner=runner)(request, return_state=True)
+        data = child.result()  # raises the subflow's error when it failed
+        if child.name != "Completed":
+            return Completed(message=child.message, name=child.name, data=data)
+        return data
     root = request.storage_uri or R.default_storage_uri(run_name_default())
     checked = check_request(request)
     listing = list_datasets(request)

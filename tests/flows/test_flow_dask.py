@@ -53,3 +53,30 @@ def test_request_refuses_an_unknown_executor():
         FitRequest.model_validate({"data": {"uri": "x.npy"}, "model": "gaussian", "executor": "spark://x"})
     msg = str(err.value)
     assert "executor" in msg and "'spark://x'" in msg and "local-cluster:N" in msg
+
+
+def test_batch_flow_runs_its_fit_tasks_on_a_dask_task_runner(cluster, tmp_path):
+    from distributed import Client, get_task_stream
+
+    from flow_helpers import write_npz
+    from flows import BatchFitRequest, batch_fit_flow
+    from nlsq_tasks.io import read_table
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        write_npz(data / f"run{i}.npz", 300, seed=i)
+    request = BatchFitRequest.model_validate({
+        "data": {"glob": str(data / "*.npz")}, "model": "a*exp(-b*x) + c", "p0": [1.0, 1.0, 0.0],
+        "preset": "standard", "plot": False, "storage_uri": str(tmp_path / "out"), "batch_size": 1,
+        "executor": cluster.scheduler_address,
+    })
+    with Client(cluster) as client, get_task_stream(client) as stream:
+        state = batch_fit_flow(request, return_state=True)
+    assert state.is_completed(), failure_message(state)
+    out = state.result()
+    assert (out["n_datasets"], out["n_ok"], out["n_batches"]) == (3, 3, 3)
+    np.testing.assert_allclose(read_table(out["table"])["b"], 0.7, atol=0.05)
+    # the three fit-batch tasks ran on the cluster's workers (the task stream lists what they ran)
+    ran = [t["key"] for t in stream.data]
+    assert sum(str(k).startswith("fit_batch_task-") for k in ran) == 3, ran
