@@ -31,6 +31,7 @@ import time
 
 import numpy as np
 
+from . import _repeat
 from . import _validate as V
 from ._validate import FitInputError, FitTypeError, ModelEvaluationError
 from ._fixed import split_fixed
@@ -141,28 +142,40 @@ def _fit_arrays(
     data = V.check_data(
         xdata, ydata, sigma, check_finite=bool(check_finite), nan_policy=kwargs.pop("nan_policy", None)
     )
-    plan = make_plan(
-        f,
-        probe=data.x,  # the model is checked once on the whole x
-        guess_xy=_guess_sample(data),
-        n_points=data.n_points,
-        n_features=data.n_features,
-        p0=p0,
-        bounds=bounds,
-        method=method,
-        workflow=workflow,
-        goal=goal,
-        memory_limit_gb=memory_limit_gb,
-        kwargs=kwargs,
-        absolute_sigma=absolute_sigma,
-        covariance=data.sigma is not None and data.sigma.ndim == 2,
-        model_bounds=model_bounds,
-        jac=jac,
-    )
+    def replan():
+        return make_plan(
+            f,
+            probe=data.x,  # the model is checked once on the whole x
+            guess_xy=_guess_sample(data),
+            n_points=data.n_points,
+            n_features=data.n_features,
+            p0=p0,
+            bounds=bounds,
+            method=method,
+            workflow=workflow,
+            goal=goal,
+            memory_limit_gb=memory_limit_gb,
+            kwargs=kwargs,
+            absolute_sigma=absolute_sigma,
+            covariance=data.sigma is not None and data.sigma.ndim == 2,
+            model_bounds=model_bounds,
+            jac=jac,
+        )
+
+    # A repeated call (same model, shapes and options) reuses its plan: see _repeat.
+    key = _repeat.plan_key(f, data, p0, bounds, UNBOUNDED, method, workflow, goal, memory_limit_gb, absolute_sigma,
+                           kwargs, model_bounds, jac)
+    plan = _repeat.reuse(key, data, p0)
+    reused = plan is not None
+    if not reused:
+        plan = replan()
+        _repeat.remember(key, plan)
     if data.omitted:
         plan.notes.append(f"nan_policy='omit' dropped {data.omitted} point(s) with NaN or inf.")
     t_prep = time.perf_counter() - t0
     result = _run_arrays(plan, engine_data(plan.model, data))
+    if reused and _repeat.failed_at_start(result):
+        replan()  # the planner's clear error about the start (the model is not finite there)
     result.xdata, result.ydata = data.x, data.y
     return _finish(result, plan, t0, t_prep)
 
