@@ -93,6 +93,10 @@ def build_stack(
 ) -> Stack:
     """Validate every set (as the single-fit front door would) and pad them into a stack."""
     invalid = V.one_of("invalid", invalid, ("raise", "skip"))
+    V.one_of("nan_policy", nan_policy, V.NAN_POLICIES)
+    fast = _whole_stack(xdata, ydata, sigma, n_params)
+    if fast is not None:
+        return fast
     ysets = _as_sets("ydata", ydata, None)
     if not ysets:
         raise V.FitInputError("ydata", 0, "ydata holds no data sets; pass a (K, n) stack or a list of K arrays.")
@@ -150,6 +154,54 @@ def build_stack(
         n_valid[i] = n
         omitted[i] = 0 if d is None else d.omitted
     return Stack(x, y, s, n_valid, int(tile), omitted, errors)
+
+
+def _pad(a: np.ndarray, size: int) -> np.ndarray:
+    """Last axis padded with its last value up to ``size`` (the single fit's padding)."""
+    n = a.shape[-1]
+    if n == size:
+        return np.ascontiguousarray(a)
+    out = np.empty(a.shape[:-1] + (size,))
+    out[..., :n] = a
+    out[..., n:] = a[..., -1:]
+    return out
+
+
+def _whole_stack(xdata, ydata, sigma, n_params: int) -> Stack | None:
+    """The common case at array speed: a finite ``(K, n)`` y stack, x shared or stacked,
+    sigma None, shared or stacked and > 0. None means "check set by set" (anything else,
+    or any non-finite value, which the per-set path reports or omits as asked)."""
+    if not (isinstance(ydata, np.ndarray) and ydata.ndim == 2 and ydata.shape[1] >= max(n_params, 1)):
+        return None
+    if isinstance(xdata, (list, tuple)) or isinstance(sigma, (list, tuple)):
+        return None
+    y = V._real_array("ydata", ydata)
+    k, n = y.shape
+    x = V._real_array("xdata", xdata)
+    if x.ndim == 1 and x.shape[0] == n:
+        x_stack = np.broadcast_to(x, (k, n))
+    elif x.ndim == 2 and x.shape[1] == n and x.shape[0] != k:
+        x_stack = np.broadcast_to(x, (k,) + x.shape)
+    elif x.ndim in (2, 3) and x.shape[0] == k and x.shape[-1] == n:
+        x_stack = x
+    else:
+        return None
+    s_stack = None
+    if sigma is not None:
+        s = V._real_array("sigma", sigma)
+        if s.shape == (n,):
+            s_stack = np.broadcast_to(s, (k, n))
+        elif s.shape == (k, n):
+            s_stack = s
+        else:
+            return None
+        if not (np.all(np.isfinite(s_stack)) and np.all(s_stack > 0)):
+            return None
+    if not (np.all(np.isfinite(y)) and np.all(np.isfinite(x_stack))):
+        return None
+    size, tile = standard_layout(n)
+    return Stack(_pad(x_stack, size), _pad(y, size), None if s_stack is None else _pad(s_stack, size),
+                 np.full(k, n, np.int64), int(tile), np.zeros(k, np.int64), {})
 
 
 def per_set(name: str, value, n_sets: int, n_params: int, names: Sequence[str]) -> np.ndarray | None:
