@@ -28,7 +28,10 @@ from . import _solver
 from ._stack import Stack, build_stack, per_set
 from .result import BatchFitResult, batched_covariance
 
-MAX_BLOCK = 1 << 16  # fits per compiled call at most: bounds the straggler wait of one block
+# Fits per compiled call at most: bounds the straggler wait of one block on a CPU; an
+# accelerator needs large blocks to fill it (Gpufit: 1e5 fits and more per call).
+MAX_BLOCK_CPU = 1 << 16
+MAX_BLOCK_ACCELERATOR = 1 << 20
 _OPTION_KEYS = ("loss", "f_scale", "x_scale", "max_nfev", "ftol", "xtol", "gtol")
 
 
@@ -66,8 +69,9 @@ def fit_batch(
     bounds : as :func:`~nlsq_tasks.fit` (shared), or ``(lower, upper)`` with ``(K, P)`` sides
         (per set). Left at the default, a built-in model's own bounds apply.
     nan_policy : None, 'raise' or 'omit' (per set: its non-finite points are dropped).
-    block_size : fits per compiled call (default: as many as the memory budget allows,
-        at most 65 536, split over every local device).
+    block_size : fits per compiled call (default: as many as the memory budget allows
+        (GPU memory on a GPU), at most 65 536 on a CPU and 2**20 on an accelerator, split
+        over every local device).
     labels : names of the data sets (file names...), used in the table.
     invalid : 'raise' (default: a set that cannot be fitted -- too few points, all NaN --
         raises) or 'skip' (its row gets status INVALID_INPUT and the error; the others fit).
@@ -210,9 +214,13 @@ def block_plan(k: int, n_points: int, n_params: int, n_features: int, block_size
     from ..workflow import MemoryBudget
     from ..workflow.budget import RUNTIME_ALLOWANCE_BYTES
 
+    import jax
+
     devices = _solver.n_devices()
+    backend = jax.default_backend()
     budget = MemoryBudget.compute(n_points=n_points, n_params=n_params, n_features=n_features,
-                                  memory_limit_gb=memory_limit_gb)
+                                  memory_limit_gb=memory_limit_gb, use_gpu=backend == "gpu")
+    cap = MAX_BLOCK_CPU if backend == "cpu" else MAX_BLOCK_ACCELERATOR
     gb = float(1 << 30)
     # One fit's share of the peak: its data, Jacobian and residuals (the budget's formula
     # without the once-per-process runtime allowance), plus the trust-region state.
@@ -222,7 +230,7 @@ def block_plan(k: int, n_points: int, n_params: int, n_features: int, block_size
     if block_size is not None:
         size, why = block_size, "requested"
     else:
-        size = min(bucket_size(k), by_memory, MAX_BLOCK)
+        size = min(bucket_size(k), by_memory, cap)
         why = "memory budget" if size == by_memory else ("batch size" if size == bucket_size(k) else "block cap")
     size = max(devices, -(-size // devices) * devices)
     return {"block_size": int(size), "n_blocks": -(-k // size), "devices": devices, "reason": why,
