@@ -47,12 +47,19 @@ def test_fit_flow_runs_its_passes_on_dask(cluster, decay_npz, tmp_path):
 def test_request_refuses_an_unknown_executor():
     from pydantic import ValidationError
 
-    from flows import FitRequest
+    from flows import BatchFitRequest, FitRequest
 
     with pytest.raises(ValidationError) as err:
         FitRequest.model_validate({"data": {"uri": "x.npy"}, "model": "gaussian", "executor": "spark://x"})
     msg = str(err.value)
     assert "executor" in msg and "'spark://x'" in msg and "local-cluster:N" in msg
+    # the UI form (the request's JSON schema) offers the field, with its choices described
+    for model in (FitRequest, BatchFitRequest):
+        field = model.model_json_schema()["properties"]["executor"]
+        assert field["default"] == "local" and "local-cluster:2" in field["examples"]
+        assert "scheduler address" in field["description"]
+    assert FitRequest.model_validate({"data": {"uri": "x.npy"}, "model": "gaussian",
+                                      "executor": " Local-Cluster:3 "}).executor == "local-cluster:3"
 
 
 def test_batch_flow_runs_its_fit_tasks_on_a_dask_task_runner(cluster, tmp_path):
