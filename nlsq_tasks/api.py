@@ -361,7 +361,7 @@ def _run_streaming(plan: Plan, source: ChunkSource, nan_policy=None) -> FitResul
 
 def _run_on_dask(plan: Plan, source: ChunkSource, executor) -> FitResult:
     """Streaming passes on a Dask cluster (resident data make it the chunked strategy run
-    where the data live); the loop, checkpoints and validation stay here."""
+    where the data live); the loop, the fold and the checkpoints stay here."""
     from .dask.front import label, run_on_dask
     from .engine.streaming import run_streaming
 
@@ -371,14 +371,15 @@ def _run_on_dask(plan: Plan, source: ChunkSource, executor) -> FitResult:
     fn = model_fn(plan.model)
 
     def passes(pass_executor):
-        return run_streaming(fn, source, plan.p0, plan.lower, plan.upper, plan.options, plan.names,
-                             config=plan.config, checkpoint=plan.checkpoint, progress=plan.progress,
-                             fingerprint=_fingerprint(plan), executor=pass_executor.bind)
+        result = run_streaming(fn, source, plan.p0, plan.lower, plan.upper, plan.options, plan.names,
+                               config=plan.config, checkpoint=plan.checkpoint, progress=plan.progress,
+                               fingerprint=_fingerprint(plan), executor=pass_executor.bind)
+        if plan.validate:  # on the cluster too: its residual pass and re-fits reuse the resident chunks
+            _validation(plan, fn, None, None, None, source, result, executor=pass_executor.bind)
+        return result
 
     result, record = run_on_dask(executor, passes)
     result.execution = record
-    if plan.validate:
-        _validation(plan, fn, None, None, None, source, result)
     return result
 
 
@@ -432,7 +433,7 @@ def _solve_quiet(plan: Plan, fn, x, y, sigma, source) -> FitResult:
     )
 
 
-def _validation(plan: Plan, fn, x, y, sigma, source, result: FitResult) -> None:
+def _validation(plan: Plan, fn, x, y, sigma, source, result: FitResult, executor=None) -> None:
     """The QUALITY pass; re-fits run with the strategy the fit used (memory stays bounded)."""
     from .engine.validation import validate_fit
 
@@ -444,7 +445,7 @@ def _validation(plan: Plan, fn, x, y, sigma, source, result: FitResult) -> None:
         def refit(p):
             return run_chunked(fn, x, y, sigma, p, plan.lower, plan.upper, plan.options, plan.names, plan.config.chunk_size)
 
-    validate_fit(fn, x, y, sigma, result, plan.options, source=source, seed=plan.seed, refit=refit)
+    validate_fit(fn, x, y, sigma, result, plan.options, source=source, seed=plan.seed, refit=refit, executor=executor)
     result.timings["validation"] = time.perf_counter() - t
 
 

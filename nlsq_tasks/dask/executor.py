@@ -75,6 +75,9 @@ class DaskExecutor:
         self.label = label or f"dask:{client.scheduler.address}"
         self.record: dict[str, Any] = {"executor": self.label}
         self._bound: list[DaskPasses] = []
+        # resident chunk futures by source identity: shared by every bind over the same data
+        # (the fit's passes, then the validation pass and its re-fits), held until close()
+        self._resident: dict[str, dict[int, Any]] = {}
 
     def bind(self, reduction, source, f_scale: float = 1.0, check=None, tile: int | None = None) -> "DaskPasses":
         from ..engine.passes import TILE
@@ -85,8 +88,24 @@ class DaskExecutor:
         return passes
 
     def close(self) -> None:
+        """Record the fit's per-worker counters, release the resident chunks, remove the plugins."""
+        if self._bound:
+            try:
+                stats = [p.worker_stats() for p in self._bound]
+                self.record["worker_stats"] = stats[0]  # the fit's own passes
+                # chunks read from storage by every pass over the data (fit, validation, re-fits)
+                self.record["chunks_read"] = sum(w["reads"] for st in stats for w in st.values() if w)
+            except Exception:  # noqa: BLE001  (a cluster already gone has no counters to give)
+                pass
+        for chunks in self._resident.values():
+            for fut in chunks.values():
+                fut.release()
+        self._resident.clear()
         for p in self._bound:
-            p.close()
+            try:
+                self.client.unregister_worker_plugin(p.name)
+            except Exception:  # noqa: BLE001  (a cluster already gone has nothing left to remove)
+                pass
         self._bound.clear()
 
 
@@ -117,15 +136,18 @@ class DaskPasses:
         self.resident, self.resident_reason = decide_residency(data_bytes(source), memory, owner.resident)
         per_group = max(1, -(-self.n // (len(self.workers) * owner.groups_per_worker)))
         self.groups = [(g, min(g + per_group, self.n)) for g in range(0, self.n, per_group)]
-        self._chunks: dict[int, Any] = {}  # resident chunk futures, by chunk id
+        # resident chunk futures by chunk id; loaded by whichever bind over this data needs them first
+        self._chunks: dict[int, Any] = owner._resident.setdefault(source.fingerprint(), {})
         self.pass_seconds: list[float] = []
         self.pass_reads: list[int] = []
         self.task_workers: set[str] = set()
-        owner.record.update(
-            executor=owner.label, n_workers=len(self.workers), workers=list(self.workers),
-            resident=self.resident, resident_reason=self.resident_reason, n_chunks=self.n,
-            tasks_per_pass=len(self.groups), pass_seconds=self.pass_seconds, storage_reads=self.pass_reads,
-        )
+        self.first = "pass_seconds" not in owner.record  # the first bind is the fit's own passes
+        if self.first:
+            owner.record.update(
+                executor=owner.label, n_workers=len(self.workers), workers=list(self.workers),
+                resident=self.resident, resident_reason=self.resident_reason, n_chunks=self.n,
+                tasks_per_pass=len(self.groups), pass_seconds=self.pass_seconds, storage_reads=self.pass_reads,
+            )
 
     # -- the HostExecutor protocol ---------------------------------------------------------
     def chunk_ids(self) -> range:
@@ -173,22 +195,11 @@ class DaskPasses:
                 fut.release()
         self.pass_seconds.append(time.perf_counter() - t0)
         self.pass_reads.append(reads)
+        if not self.first:  # later passes over the data (validation, its re-fits) are counted
+            self.owner.record["other_passes"] = self.owner.record.get("other_passes", 0) + 1
 
     # -- after the fit -----------------------------------------------------------------------
     def worker_stats(self) -> dict[str, dict[str, int]]:
         """Per worker: builds of the compiled pass, compiled variants, reads, evaluations."""
         return self.client.run(_w.worker_stats, self.name)
 
-    def close(self) -> None:
-        """Record the workers' counters, release the resident chunks, remove the plugin."""
-        try:
-            self.owner.record["worker_stats"] = self.worker_stats()
-        except Exception:  # noqa: BLE001  (a cluster already gone has no counters to give)
-            pass
-        for fut in self._chunks.values():
-            fut.release()
-        self._chunks.clear()
-        try:
-            self.client.unregister_worker_plugin(self.name)
-        except Exception:  # noqa: BLE001  (a cluster already gone has nothing left to remove)
-            pass

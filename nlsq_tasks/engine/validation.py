@@ -112,15 +112,16 @@ def _fmt(v: Any) -> str:
 # -- one pass of residual statistics -------------------------------------------------
 
 
-def residual_pass(fn: Callable, source: ChunkSource, popt: np.ndarray) -> dict[str, Any]:
+def residual_pass(fn: Callable, source: ChunkSource, popt: np.ndarray, executor: Callable | None = None) -> dict[str, Any]:
     """One pass over ``source`` at ``popt``: the sums every residual check needs.
 
     It is the engine's pass interface (:mod:`.passes`) with the validation reduction
-    (:class:`~.passes.ResidualStatsPass`), evaluated chunk by chunk and folded in order.
+    (:class:`~.passes.ResidualStatsPass`), evaluated chunk by chunk and folded in order;
+    ``executor``: a host-executor factory as in ``run_streaming`` (default: this process).
     """
     p = np.asarray(popt, dtype=np.float64)
     reduction = ResidualStatsPass(fn)
-    acc = evaluate(SourceExecutor(reduction, source), p[None, :])
+    acc = evaluate((SourceExecutor if executor is None else executor)(reduction, source), p[None, :])
     s = jax.tree_util.tree_map(lambda a: np.asarray(a)[0], acc)
     return {"JtJ": s.JtJ, "Jtr": s.Jtr, "chi2": float(s.chi2), "ssr": float(s.ssr), "n": int(s.n),
             "n_pos": int(s.n_pos), "n_neg": int(s.n_neg), "runs": int(s.runs), "lag1": float(s.lag1),
@@ -152,12 +153,15 @@ def validate_fit(
     seed: int = 0,
     runner_up=None,
     refit: Callable | None = None,
+    executor: Callable | None = None,
 ) -> ValidationReport:
     """Run the QUALITY checks on ``result`` and attach the report to ``result.validation``.
 
     Pass in-memory ``x, y, sigma`` or ``source`` (then x, y, sigma are ignored and may be None).
     ``refit(p_start) -> FitResult`` overrides how re-fits are run (default: the standard
-    solver in memory, the streaming solver for a source).
+    solver in memory, the streaming solver for a source). ``executor``: where a source's
+    passes run (a host-executor factory as in ``run_streaming``; default this process):
+    the residual pass and the default re-fits use it.
     """
     popt = np.asarray(result.popt, dtype=np.float64)
     if source is None:
@@ -179,7 +183,7 @@ def validate_fit(
     checks.append(Check("convergence", bool(result.status.converged), result.status.name, "converged",
                         result.status.message))
 
-    sums = residual_pass(fn, src, popt)
+    sums = residual_pass(fn, src, popt, executor if source is not None else None)
     n, P = sums["n"], popt.size
     JtJ, Jtr = sums["JtJ"], sums["Jtr"]
     col = np.sqrt(np.maximum(np.diag(JtJ), 0.0))
@@ -239,7 +243,7 @@ def validate_fit(
 
     # re-fits
     if refit is None:
-        refit = _default_refit(fn, x, y, sigma, result, options, source)
+        refit = _default_refit(fn, x, y, sigma, result, options, source, executor)
     if n_perturb > 0:
         checks.append(_perturbation_check(refit, result, n_perturb, seed))
     ru = _runner_up_start(result) if runner_up is None else np.asarray(runner_up, dtype=np.float64)
@@ -308,7 +312,7 @@ def _runner_up_check(refit, result: FitResult, start) -> Check:
                  if dc < -COST_RTOL else "the runner-up start reaches the same cost at different parameters (non-identifiable)")
 
 
-def _default_refit(fn, x, y, sigma, result: FitResult, options, source):
+def _default_refit(fn, x, y, sigma, result: FitResult, options, source, executor=None):
     names = list(result.param_names)
     if source is None:
         from .strategies import run_standard
@@ -319,6 +323,7 @@ def _default_refit(fn, x, y, sigma, result: FitResult, options, source):
         from .streaming import run_streaming
 
         def refit(p):
-            return run_streaming(fn, source, p, result.lower, result.upper, options, names, resume="never")
+            return run_streaming(fn, source, p, result.lower, result.upper, options, names, resume="never",
+                                 executor=executor)
 
     return refit

@@ -215,3 +215,17 @@ def test_transient_read_errors_are_retried_on_the_worker(tmp_path):
                                              rf"{READ_ATTEMPTS} attempts: TransientStorageError"):
         plugin.read(5)
     assert down.calls == READ_ATTEMPTS
+
+
+def test_quality_validation_runs_on_the_cluster_from_resident_chunks(client, s3_data):
+    """validate=True on Dask: the residual pass and the perturbed re-fits are passes on the
+    workers over the chunks they already hold (no further storage reads), and the report
+    equals the local one."""
+    local = _fit(_source(s3_data, "npy"), validate=True)
+    res = _fit(_source(s3_data, "npy"), executor=client, validate=True)
+    _assert_identical(res, local)
+    assert [c.name for c in res.validation.checks] == [c.name for c in local.validation.checks]
+    assert [c.value for c in res.validation.checks] == [c.value for c in local.validation.checks]
+    e = res.execution
+    assert e["other_passes"] > len(e["pass_seconds"])  # residual pass + 5 re-fits, several passes each
+    assert e["chunks_read"] == e["n_chunks"]  # each chunk read from S3 once, for the fit and all its checks
