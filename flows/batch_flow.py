@@ -64,7 +64,16 @@ def batch_slices(n_sets: int, batch_size: Optional[int]) -> list[tuple[int, int]
 def list_datasets(request: BatchFitRequest) -> dict[str, Any]:
     """``{"uris": [...]}`` (explicit, then the glob's sorted matches, no duplicates) or
     ``{"stack": uri, "n_sets": K}``."""
+    from nlsq_tasks.io import check_glob, check_uri
+
     opts = request.data.resolved_options()
+    # the worker's storage policy, before anything is listed or read
+    for i, u in enumerate(request.data.uris):
+        check_uri(u, "data", f"data.uris[{i}]")
+    if request.data.stack:
+        check_uri(request.data.stack, "data", "data.stack")
+    if request.data.glob:
+        check_glob(request.data.glob, "data.glob")
     if request.data.stack:
         from nlsq_tasks.io import stack_size
 
@@ -257,6 +266,8 @@ def batch_fit_flow(request: BatchFitRequest):
     """Fit one model to many data sets in batches; returns counts, the table URI and the artifact id."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+    from .tasks import claim_run_dir
+
     logger = get_run_logger()
     runner = dask_task_runner(request.executor)
     if runner is not None and not running_on_dask():
@@ -268,9 +279,13 @@ def batch_fit_flow(request: BatchFitRequest):
         if child.name != "Completed":
             return Completed(message=child.message, name=child.name, data=data)
         return data
-    root = request.storage_uri or R.default_storage_uri(run_name_default())
+    storage = request.storage_uri or R.default_storage_uri()
+    R.check_policy(None, request.preset_spec, storage)  # the worker's storage policy first
     checked = check_request(request)
     listing = list_datasets(request)
+    # the run's own directory (<storage>/runs/<run name>/), claimed once the checks passed:
+    # two batch runs on one storage never overwrite each other's tables
+    root = claim_run_dir(storage, run_name_default(), request.storage)["run_dir"]
     n = int(listing["n_sets"])
     if request.global_shared:
         out = fit_global_task(request, checked, listing, root)

@@ -8,9 +8,18 @@ Commands::
     nlsq-flow inspect URI          # a result directory (summary, manifest) or a checkpoint location
     nlsq-flow batch --data 'runs/*.npz' --model ... | --stack stack.npz   # many data sets (flows/cli_batch.py)
 
-With no ``PREFECT_API_URL`` configured, Prefect 3 runs a flow against a temporary local
-server it starts itself (SQLite in ``PREFECT_HOME``) and stops at exit: nothing to start by
-hand. ``demo`` points ``PREFECT_HOME`` into its own directory when none is set, so a fresh
+With no ``PREFECT_API_URL`` configured, the CLI starts a temporary local Prefect server
+(SQLite in ``PREFECT_HOME``) and stops it at exit: nothing to start by hand. A watchdog
+process stops that server, and marks the run CRASHED, if the CLI is killed
+(:mod:`flows.cli_server`).
+
+Exit codes: 0 the fit succeeded; 1 the run failed (a check refused the request, storage
+failed, or the fit did not succeed); 2 the request was refused before anything ran; 3 the
+fit did not succeed and ``--on-failed-fit warn`` completed the run with a warning.
+``inspect`` exits 1 for an incomplete result. Without ``--storage``, results go to
+``./nlsq_results/runs/<run name>/`` (or under ``NLSQ_STORAGE_ROOT``) and checkpoints are
+keyed by the problem, so re-running a killed streaming fit with the same arguments resumes
+it. ``demo`` points ``PREFECT_HOME`` into its own directory when none is set, so a fresh
 clone works without touching ``~/.prefect``. Telemetry is switched off (the machine may
 have no network); progress of chunked and streaming fits is printed on stderr.
 """
@@ -41,6 +50,18 @@ def _quiet_prefect_defaults(prefect_home: Optional[str] = None) -> None:
     if "PREFECT_LOGGING_LEVEL" not in os.environ:
         for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
             logging.getLogger(name).setLevel(logging.WARNING)
+    # Failures are reported by the CLI itself, in one line naming the field: Prefect's
+    # console records of them (with tracebacks) stay out of the terminal. They still reach
+    # the API's logs; other warnings still show.
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler) and not any(isinstance(f, _NoErrorRecords) for f in handler.filters):
+                handler.addFilter(_NoErrorRecords())
+
+
+class _NoErrorRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
 
 
 @contextmanager
@@ -83,6 +104,8 @@ def _build_request(args) -> Any:
         "resume": not args.no_resume,
         "executor": args.executor,
     }
+    if getattr(args, "on_failed_fit", None):
+        payload["on_failed_fit"] = args.on_failed_fit
     for name in ("p0", "lower", "upper"):
         if getattr(args, name) is not None:
             payload[name] = getattr(args, name)
@@ -101,11 +124,22 @@ def _key(text: Optional[str]):
     return parts if len(parts) > 1 else parts[0]
 
 
+# Exit codes of `nlsq-flow run` and `demo` (the PBS/SLURM scripts `exec` the CLI, so a job
+# ends with the same code):
+EXIT_OK = 0  # the fit succeeded
+EXIT_FAILED = 1  # the run failed: a check refused the request, storage failed, or the fit did not succeed
+EXIT_BAD_REQUEST = 2  # the request was refused before anything ran (nothing was written)
+EXIT_WARNED = 3  # on_failed_fit='warn': the fit did not succeed and the run completed with a warning
+
+
 def _run_and_print(request, as_json: bool) -> int:
+    from prefect import tags
+
+    from .cli_server import cli_tag, temporary_server
     from .fit_flow import fit_flow
 
     t0 = time.perf_counter()
-    with _local_settings():
+    with _local_settings(), temporary_server(), tags(cli_tag()):
         state = fit_flow(request, return_state=True)
     wall = time.perf_counter() - t0
     if not state.is_completed():
@@ -115,11 +149,15 @@ def _run_and_print(request, as_json: bool) -> int:
         except BaseException as exc:
             message = f"{type(exc).__name__}: {exc}"
         print(f"fit flow {state.name}: {message}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     out = state.result()
+    code = EXIT_WARNED if out.get("fit_failed") else EXIT_OK
+    if code == EXIT_WARNED:
+        print(f"warning: the fit did not succeed ({out.get('status')}: {out.get('message')}); the run completed "
+              "with warnings (on_failed_fit='warn')", file=sys.stderr)
     if as_json:
         print(json.dumps(out, indent=2, default=str))
-        return 0
+        return code
     report = _read_report(out["uris"])
     print(report if report else json.dumps(out.get("params"), indent=2))
     print()
@@ -133,7 +171,7 @@ def _run_and_print(request, as_json: bool) -> int:
         if out["uris"].get(key):
             print(f"{key}: {out['uris'][key]}")
     print(f"flow wall time: {wall:.2f} s")
-    return 0
+    return code
 
 
 def _read_report(uris: dict) -> Optional[str]:
@@ -151,12 +189,49 @@ def _read_report(uris: dict) -> Optional[str]:
     return None
 
 
+def describe_invalid(exc: BaseException) -> str:
+    """A request's validation errors as ``field: problem`` lines, without the values (a value
+    may hold a credential, e.g. in a URI)."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    lines = []
+    for e in errors(include_url=False, include_input=False):
+        field = ".".join(str(p) for p in e.get("loc", ()) if not str(p).startswith("function-")) or "request"
+        lines.append(f"{field}: {e.get('msg')}")
+    return "; ".join(lines)
+
+
+def _cli_policy_roots(args) -> None:
+    """The CLI is the local user's own tool: unless the deployment set NLSQ_STORAGE_ROOTS,
+    the places named on the command line are allowed roots (with the working directory and
+    NLSQ_STORAGE_ROOT). Protocols stay as NLSQ_STORAGE_PROTOCOLS says."""
+    from nlsq_tasks.io.policy import ROOT_SETTING, ROOTS_SETTING, uri_protocol
+
+    if os.environ.get(ROOTS_SETTING):
+        return
+    roots = [os.getcwd()] + ([os.environ[ROOT_SETTING]] if os.environ.get(ROOT_SETTING) else [])
+    for value in (getattr(args, "data", None), getattr(args, "storage", None), getattr(args, "preset", None)):
+        if value and uri_protocol(value) == "file" and ("/" in value or os.sep in value or value.endswith((".yaml", ".yml"))):
+            path = os.path.abspath(value[len("file://"):] if value.startswith("file://") else value)
+            roots.append(path if getattr(args, "storage", None) == value else os.path.dirname(path))
+    os.environ[ROOTS_SETTING] = ",".join(dict.fromkeys(roots))
+
+
 def cmd_run(args) -> int:
     try:
         request = _build_request(args)
-    except Exception as exc:  # pydantic's message names the field, the value and the rule
+    except Exception as exc:  # pydantic's message names the field and the rule
+        print(f"invalid request: {describe_invalid(exc)}", file=sys.stderr)
+        return EXIT_BAD_REQUEST
+    _cli_policy_roots(args)
+    try:  # the worker's storage policy, before Prefect starts (nothing is read or written)
+        from .resolve import check_policy, default_storage_uri
+
+        check_policy(request.data.uri, request.preset_spec, request.storage_uri or default_storage_uri())
+    except ValueError as exc:
         print(f"invalid request: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_REQUEST
     _quiet_prefect_defaults()
     return _run_and_print(request, args.json)
 
@@ -225,6 +300,8 @@ def cmd_presets(args) -> int:
 
 
 def cmd_inspect(args) -> int:
+    """Exit 0 for a complete result or checkpoints, 1 for an incomplete result, 2 when the
+    location holds neither or cannot be read."""
     from .stored import describe_location
 
     try:
@@ -233,7 +310,7 @@ def cmd_inspect(args) -> int:
         print(f"cannot inspect {args.uri}: {exc}", file=sys.stderr)
         return 2
     print(text)
-    return 0
+    return 1 if "INCOMPLETE:" in text else 0
 
 
 # -- argparse -----------------------------------------------------------------------------
@@ -267,11 +344,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--executor", default="local",
                    help="where the passes run: local (default), local-cluster:N (a temporary Dask cluster of N "
                         "worker processes) or a Dask scheduler address tcp://host:8786")
+    r.add_argument("--on-failed-fit", choices=["fail", "warn"], dest="on_failed_fit",
+                   help="a fit that does not succeed: fail the run (exit 1, default) or complete with a warning (exit 3)")
     r.add_argument("--json", action="store_true", help="print the flow's return value as JSON")
     r.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="write a synthetic data set to ./.nlsq_demo and fit it with fit_flow")
-    d.add_argument("--n", type=int, default=200_000, help="number of points (default 2e5)")
+    d.add_argument("--n", type=_points, default=200_000, help="number of points, 10 to 1e9 (default 2e5)")
     d.add_argument("--dir", default=".nlsq_demo")
     d.add_argument("--preset", default="auto")
     d.add_argument("--goal", choices=["fast", "robust", "global", "memory_efficient", "quality"])
@@ -293,9 +372,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _points(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 10 <= n <= 1_000_000_000:
+        raise argparse.ArgumentTypeError(f"{n} is outside the allowed 10 to 1000000000 points")
+    return n
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # no traceback for the user: one line that says what failed
+        print(f"nlsq-flow {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

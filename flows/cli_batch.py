@@ -7,7 +7,7 @@
     nlsq-flow batch --data 'runs/*.npz' --model 'a*exp(-b*x) + c' --shared b     # one global fit
 
 On a terminal a progress bar counts the data sets done (stderr; nothing when piped). The
-result is one table (``<storage>/fits.parquet``); the command prints where, the counts and
+result is one table (``<storage>/runs/<run name>/fits.parquet``); the command prints where, the counts and
 the first failures. Exit status: 0 every data set fitted, 3 some failed (see the table),
 1 the run failed, 2 the request is invalid.
 """
@@ -15,6 +15,7 @@ the first failures. Exit status: 0 every data set fitted, 3 some failed (see the
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 
@@ -31,7 +32,7 @@ def add_parser(sub) -> None:
     b.add_argument("--p0", type=float, nargs="+")
     b.add_argument("--lower", type=float, nargs="+")
     b.add_argument("--upper", type=float, nargs="+")
-    b.add_argument("--storage", help="where the table goes (default ./nlsq_results/<run name>)")
+    b.add_argument("--storage", help="where the table goes: <storage>/runs/<run name>/ (default ./nlsq_results)")
     b.add_argument("--goal", choices=["fast", "robust", "global", "memory_efficient", "quality"])
     b.add_argument("--batch-size", type=int, dest="batch_size", help="data sets per batch task (default: ~100 tasks)")
     b.add_argument("--max-concurrency", type=int, default=2, dest="max_concurrency", help="batches at once (default 2)")
@@ -73,18 +74,26 @@ def build_request(args):
 
 
 def cmd_batch(args) -> int:
-    from .cli import _local_settings, _quiet_prefect_defaults
+    import types
+
+    from prefect import tags
+
+    from .cli import _cli_policy_roots, _local_settings, _quiet_prefect_defaults, describe_invalid
+    from .cli_server import cli_tag, temporary_server
 
     try:
         request = build_request(args)
-    except Exception as exc:  # pydantic's message names the field, the value and the rule
-        print(f"invalid request: {exc}", file=sys.stderr)
+    except Exception as exc:  # names the field and the rule (never the value: it may hold a credential)
+        print(f"invalid request: {describe_invalid(exc)}", file=sys.stderr)
         return 2
+    # the places named on the command line are the local user's own (see flows.cli)
+    glob_dir = None if args.stack or not args.data else re.split(r"[*?\[]", args.data, maxsplit=1)[0] + "x"
+    _cli_policy_roots(types.SimpleNamespace(data=args.stack or glob_dir, storage=args.storage, preset=args.preset))
     _quiet_prefect_defaults()
     from .batch_flow import batch_fit_flow
 
     t0 = time.perf_counter()
-    with _local_settings():
+    with _local_settings(), temporary_server(), tags(cli_tag()):
         state = batch_fit_flow(request, return_state=True)
     wall = time.perf_counter() - t0
     if not state.is_completed():

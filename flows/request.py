@@ -42,6 +42,32 @@ _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 _IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+(:[A-Za-z_]\w*)?$|^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 
+# A URI with a user[:password]@ part: refused by the form (JSON schema pattern, checked by the
+# Prefect server before a run is created, so the value is never stored) and by pydantic.
+_NO_USERINFO = r"^(?![a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*@)"
+_URI_SCHEMA = {"pattern": _NO_USERINFO}
+
+
+def _no_credentials(field: str, value: Optional[str]) -> Optional[str]:
+    from nlsq_tasks.io.policy import has_credentials
+
+    if isinstance(value, str) and has_credentials(value.strip()):
+        from nlsq_tasks.io import redact_uri
+
+        raise ValueError(
+            f"{field}={redact_uri(value)!r}: credentials in a URI are refused (they would be stored with the "
+            "run's parameters); put them in storage_options or a Prefect Secret block (storage_options_block)"
+        )
+    return value
+
+
+class FailedFit(str, enum.Enum):
+    """What a fit that did not succeed (not converged, non-finite, out of evaluations) does to the run."""
+
+    FAIL = "fail"
+    WARN = "warn"
+
+
 class DataFormat(str, enum.Enum):
     """How a data file is laid out (``auto``: from the file name's suffix)."""
 
@@ -91,7 +117,7 @@ PresetName = enum.Enum("PresetName", {n.upper(): n for n in _shipped_preset_name
 class StorageCredentials(BaseModel):
     """Where fsspec credentials come from; empty fields mean "from the environment"."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a value may hold a credential
 
     storage_options: SecretDict = Field(
         default_factory=lambda: SecretDict({}),
@@ -130,8 +156,11 @@ class DataSpec(StorageCredentials):
     uri: str = Field(
         ...,
         min_length=1,
-        description="Local path or fsspec URL (file://, s3://bucket/key, memory://...) of a .npy, .npz, .csv or .parquet file.",
+        description="Local path or fsspec URL (file://, s3://bucket/key, memory://...) of a .npy, .npz, .csv or .parquet file. "
+        "The worker's storage policy (NLSQ_STORAGE_PROTOCOLS, NLSQ_STORAGE_ROOTS) says which places are allowed; "
+        "credentials never go in the URI.",
         examples=["./data.npz", "s3://bucket/run42/data.npz"],
+        json_schema_extra=_URI_SCHEMA,
     )
     format: DataFormat = Field(DataFormat.AUTO, description="File layout; auto reads it from the suffix.")
     x: Optional[Union[int, str, list[Union[int, str]]]] = Field(
@@ -143,6 +172,11 @@ class DataSpec(StorageCredentials):
         None, description="Per-point sigma column/key. Empty: the file's 'sigma' (npy: column 2 of 3) if it has one."
     )
     ignore_sigma: bool = Field(False, description="Fit unweighted even if the file has a sigma column.")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_without_credentials(cls, v: str) -> str:
+        return _no_credentials("data.uri", v)
 
     @field_validator("x", "y", "sigma")
     @classmethod
@@ -168,6 +202,18 @@ class BatchDataSpec(StorageCredentials):
     sigma: Optional[Union[int, str]] = Field(None, description="As DataSpec.sigma.")
     ignore_sigma: bool = False
 
+    @field_validator("uris")
+    @classmethod
+    def _uris_without_credentials(cls, v: list[str]) -> list[str]:
+        for i, u in enumerate(v):
+            _no_credentials(f"data.uris[{i}]", u)
+        return v
+
+    @field_validator("glob")
+    @classmethod
+    def _glob_without_credentials(cls, v: Optional[str]) -> Optional[str]:
+        return _no_credentials("data.glob", v)
+
     @model_validator(mode="after")
     def _something_to_fit(self) -> "BatchDataSpec":
         if not self.uris and not self.glob and not self.stack:
@@ -186,7 +232,7 @@ class BatchDataSpec(StorageCredentials):
 class PresetOverrides(BaseModel):
     """Inline changes to the preset; empty fields keep the preset's values."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)  # a value may hold a credential
 
     strategy: StrategyChoice = Field(StrategyChoice.AUTO, description="Force a strategy (auto: preset, then memory budget).")
     tolerance: Optional[float] = Field(None, gt=0, lt=1, description="Sets ftol = xtol = gtol.")
@@ -221,7 +267,7 @@ class PresetOverrides(BaseModel):
 class FitSettings(BaseModel):
     """Everything about a fit except which data: shared by single and batch requests."""
 
-    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+    model_config = ConfigDict(extra="forbid", use_enum_values=False, hide_input_in_errors=True)
 
     model: str = Field(
         ...,
@@ -242,11 +288,15 @@ class FitSettings(BaseModel):
     overrides: PresetOverrides = Field(default_factory=PresetOverrides, description="Inline changes to the preset.")
     goal: Optional[Goal] = Field(None, description="Optimization goal; quality also runs the validation pass.")
     memory_limit_gb: Optional[float] = Field(
-        None, gt=0, le=100_000, description="Memory to plan for, in GB (default: detected free memory)."
+        None, gt=0, le=100_000, allow_inf_nan=False,
+        description="Memory to plan for, in GB (default: detected free memory); a finite number in (0, 100000].",
     )
     storage_uri: Optional[str] = Field(
         None,
-        description="Where checkpoints and results go (local dir or fsspec URL); default ./nlsq_results/<run name>.",
+        description="Where checkpoints and results go (local dir or fsspec URL). Each run writes its results under "
+        "<storage_uri>/runs/<run name>/; checkpoints go to <storage_uri>/checkpoints/, one directory per problem. "
+        "Default: NLSQ_STORAGE_ROOT, or ./nlsq_results on the worker.",
+        json_schema_extra=_URI_SCHEMA,
     )
     storage: StorageCredentials = Field(
         default_factory=StorageCredentials, description="Credentials for storage_uri (default: the environment)."
@@ -260,6 +310,23 @@ class FitSettings(BaseModel):
                     "their own chunks of the data and keep them in memory when the cluster holds them. A batch runs "
                     "its fit tasks there (prefect-dask).",
         examples=["local", "local-cluster:2", "tcp://scheduler:8786"],
+    )
+    on_failed_fit: FailedFit = Field(
+        FailedFit.FAIL,
+        title="When the fit fails",
+        description="A fit that did not succeed (not converged, non-finite model, out of evaluations) still stores its "
+        "result. 'fail': the run ends FAILED (the CLI exits 1). 'warn': the run ends COMPLETED in a state named "
+        "'Completed with warnings' (the CLI exits 3).",
+    )
+    storage_retries: int = Field(
+        3, ge=0, le=20, title="Storage retries",
+        description="How many times a storage call that failed transiently (stall, refused connection, 5xx, "
+        "throttling) is retried, with exponential backoff; permanent failures (missing, denied) are never retried.",
+    )
+    storage_timeout_s: float = Field(
+        60.0, gt=0, le=3600, allow_inf_nan=False, title="Storage timeout (s)",
+        description="Timeout of each storage call (connect and read) on remote storage; a stalled endpoint fails "
+        "the call after this long, then it is retried.",
     )
 
     @field_validator("model")
@@ -290,7 +357,15 @@ class FitSettings(BaseModel):
             v = v.strip()
             if not v:
                 raise ValueError("preset must be a preset name or a path/URI to a YAML preset, got ''")
+            _no_credentials("preset", v)
         return v
+
+    @field_validator("storage_uri")
+    @classmethod
+    def _storage_without_credentials(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and not v.strip():
+            raise ValueError("storage_uri must be a path or URI, or left empty for the default")
+        return _no_credentials("storage_uri", v)
 
     @model_validator(mode="after")
     def _bounds_agree(self) -> "FitSettings":

@@ -5,10 +5,12 @@ error raised here is a ``ValueError`` (or a storage error) whose message names t
 field, the value and what is allowed; the flow turns it into a FAILED state before any
 fit starts and before anything is written.
 
-Storage layout under ``storage_uri``::
+Storage layout under ``storage_uri`` (see :mod:`flows.ownership`)::
 
-    results/      summary.json, params.npz, report.txt (+ the store's manifest), validation.json, fit.png
-    checkpoints/  streaming checkpoints (resume reads them)
+    runs/<run name>/  run.json, summary.json, params.npz, report.txt, request.json,
+                      validation.json, fit.png, manifest.json (every file listed)
+    checkpoints/      streaming checkpoints, one directory per problem (resume reads them),
+                      and locks/ (who writes which problem's checkpoints now)
 """
 
 from __future__ import annotations
@@ -46,21 +48,67 @@ def join(uri: str, *names: str) -> str:
     return out
 
 
-def default_storage_uri(run_name: str) -> str:
-    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in run_name) or "run"
-    return os.path.abspath(os.path.join("nlsq_results", safe))
+def safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in str(name)).strip(".")[:100] or "run"
 
 
-def layout(storage_uri: str) -> dict[str, str]:
-    results = join(storage_uri, RESULTS_DIR)
+def default_storage_uri(run_name: Optional[str] = None) -> str:
+    """``NLSQ_STORAGE_ROOT``, else ``./nlsq_results``: one location for every run, so that
+    re-running a killed fit with the same arguments finds its checkpoints (they are keyed by
+    the problem, runs by their names). ``run_name`` is accepted and ignored (older callers)."""
+    root = os.environ.get("NLSQ_STORAGE_ROOT")
+    return root if root else os.path.abspath("nlsq_results")
+
+
+def layout(storage_uri: str, run_dir: Optional[str] = None) -> dict[str, str]:
+    """Where everything of one run goes; ``run_dir`` is the run's claimed directory
+    (:func:`flows.ownership.claim_run_dir`), ``<storage_uri>/results`` for older callers."""
+    results = run_dir or join(storage_uri, RESULTS_DIR)
     return {
         "storage_uri": storage_uri,
+        "run_dir": results,
         "results_dir": results,
         "checkpoints_dir": join(storage_uri, CHECKPOINTS_DIR),
         "validation": join(results, VALIDATION_FILE),
         "plot": join(results, PLOT_FILE),
         "request": join(results, REQUEST_FILE),
     }
+
+
+# -- the worker's storage policy -----------------------------------------------------------
+def preset_is_location(spec: str) -> bool:
+    """True when the preset spec is a path or URI (not a shipped preset's name)."""
+    from nlsq_tasks.workflow import list_presets
+
+    if spec.strip().lower() in list(list_presets()):
+        return False
+    return "://" in spec or spec.endswith((".yaml", ".yml")) or os.sep in spec
+
+
+def check_policy(data_uri: Optional[str], preset_spec: Optional[str], storage_uri: str,
+                 data_field: str = "data.uri") -> dict[str, Any]:
+    """Every location of a request against the worker's storage policy (nothing is read):
+    ``nlsq_tasks.io.StoragePolicyError`` names the field, the value and the setting."""
+    from nlsq_tasks.io import StoragePolicy
+
+    policy = StoragePolicy.from_env()
+    if data_uri is not None:
+        policy.check(data_uri, "data", data_field)
+    if preset_spec and preset_is_location(preset_spec):
+        policy.check(preset_spec, "preset", "preset")
+    policy.check(storage_uri, "results", "storage_uri")
+    return {"protocols": list(policy.protocols), "roots": list(policy.roots)}
+
+
+def problem_key(model_spec: str, data_identity: str, preset: dict, settings: FitSettings, chunk_size: int) -> str:
+    """What makes two runs the same problem (for the checkpoint lock): model, data content
+    identity, preset, start point, bounds and chunk size; never a run name or a time."""
+    import hashlib
+    import json
+
+    parts = [model_spec, data_identity, json.dumps(preset, sort_keys=True, default=str),
+             json.dumps([settings.p0, settings.lower, settings.upper], default=str), str(int(chunk_size))]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:24]
 
 
 # -- presets ----------------------------------------------------------------------------
@@ -148,12 +196,26 @@ def resolve_request_model(spec: str):
 
 
 def check_parameters(settings: FitSettings, param_names: list[str]) -> None:
+    """p0, lower and upper against the model: one value per parameter, p0 within the bounds
+    (checked here, in the first check, not in the fit task)."""
+    import math
+
     n = len(param_names)
     for field in ("p0", "lower", "upper"):
         values = getattr(settings, field)
         if values is not None and len(values) != n:
             raise RequestError(
                 field, f"has {len(values)} values but the model has {n} parameters ({', '.join(param_names)})"
+            )
+    if settings.p0 is None:
+        return
+    lower = settings.lower or [-math.inf] * n
+    upper = settings.upper or [math.inf] * n
+    for name, v, lo, hi in zip(param_names, settings.p0, lower, upper):
+        if not lo <= v <= hi:
+            side, bound = ("lower", lo) if v < lo else ("upper", hi)
+            raise RequestError(
+                "p0", f"parameter '{name}' = {v!r} is beyond its {side} bound {bound!r} (allowed: {lo!r} <= {name} <= {hi!r})"
             )
 
 

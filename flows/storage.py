@@ -15,8 +15,9 @@ from typing import Any, Optional
 
 def check_writable_location(uri: str, storage_options: Optional[dict] = None) -> dict[str, Any]:
     """``{"uri", "protocol", "exists"}``; raises a storage error or ValueError naming ``storage_uri``."""
-    from nlsq_tasks.io._errors import StorageError, storage_errors
+    from nlsq_tasks.io._errors import StorageError
     from nlsq_tasks.io._fs import is_local, protocol, resolve
+    from nlsq_tasks.io.retry import with_retries
 
     fs, path = resolve(uri, storage_options)
     proto = protocol(fs)
@@ -40,8 +41,7 @@ def check_writable_location(uri: str, storage_options: Optional[dict] = None) ->
     if proto in ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"):
         # info on the bucket: fails on a missing bucket and on refused credentials.
         try:
-            with storage_errors(uri, "reach the storage location", storage_options):
-                info = fs.info(bucket)
+            info = with_retries(lambda: fs.info(bucket), uri, "reach the storage location", storage_options)
         except StorageNotFoundError as exc:
             raise StorageNotFoundError(
                 f"storage_uri: the bucket '{bucket}' does not exist (or these credentials cannot see it); "
@@ -49,6 +49,5 @@ def check_writable_location(uri: str, storage_options: Optional[dict] = None) ->
             ) from None
         if info.get("type") not in ("directory", None):
             raise StorageError(f"storage_uri: {bucket!r} is not a bucket")
-    with storage_errors(uri, "reach the storage location", storage_options):
-        exists = fs.exists(path)
+    exists = with_retries(lambda: fs.exists(path), uri, "reach the storage location", storage_options)
     return {"uri": uri, "protocol": proto, "exists": bool(exists)}

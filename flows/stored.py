@@ -69,7 +69,8 @@ def describe_location(uri: str, storage_options: Optional[dict] = None) -> str:
 
     fs, path = resolve(uri, storage_options)
     lines: list[str] = []
-    candidates = [uri, join(uri, RESULTS_DIR)]
+    # a run directory, a storage_uri (its newest run under runs/), or a runs/ directory
+    candidates = [uri, join(uri, RESULTS_DIR)] + _newest_runs(fs, path) + _newest_runs(fs, path.rstrip("/") + "/runs")
     for cand in candidates:
         _, cpath = resolve(cand, storage_options)
         if fs.exists(cpath.rstrip("/") + "/manifest.json") or fs.exists(cpath.rstrip("/") + "/summary.json"):
@@ -89,6 +90,25 @@ def describe_location(uri: str, storage_options: Optional[dict] = None) -> str:
             raise FileNotFoundError(f"{uri} does not exist")
         raise ValueError(f"{uri} holds neither a result (manifest.json/summary.json) nor checkpoints")
     return "\n".join(lines).strip()
+
+
+def _newest_runs(fs, path: str) -> list[str]:
+    """Run directories (with a run.json) directly under ``path``, newest first."""
+    try:
+        entries = [e for e in fs.ls(path, detail=True) if e.get("type") == "directory"]
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    runs = []
+    for e in entries[:10_000]:
+        name = e["name"].rstrip("/")
+        try:
+            started = json.loads(fs.cat_file(name + "/run.json")).get("started", "")
+        except (FileNotFoundError, ValueError):
+            continue
+        runs.append((str(started), name))
+    proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
+    prefix = "" if proto in ("file", "local") else f"{proto}://"
+    return [prefix + n for _, n in sorted(runs, reverse=True)]
 
 
 def _has_checkpoints(fs, path: str) -> bool:

@@ -110,6 +110,12 @@ def _limit_exists(name: str) -> bool:
 
 
 # -- 0. check the request before anything else ------------------------------------------
+@task(name="check-policy", **_COMMON)
+def check_policy(data: DataSpec, settings: FitSettings, storage_uri: str) -> dict[str, Any]:
+    """Every location of the request against the worker's storage policy; reads nothing."""
+    return R.check_policy(data.uri, settings.preset_spec, storage_uri)
+
+
 @task(name="check-request", **_RETRYING)
 def check_request(settings: FitSettings) -> dict[str, Any]:
     """Resolve the preset (by name, path or URI) and the model; check p0/bounds against it."""
@@ -117,7 +123,7 @@ def check_request(settings: FitSettings) -> dict[str, Any]:
     preset = R.apply_overrides(R.load_request_preset(settings.preset_spec, opts), settings)
     model = R.resolve_request_model(settings.model)
     names = list(model.param_names)
-    R.check_parameters(settings, names)
+    R.check_parameters(settings, names)  # counts, and p0 within the bounds
     return {
         "preset": preset.to_dict(),
         "preset_name": R.preset_name(preset, settings.preset_spec),
@@ -137,6 +143,25 @@ def check_storage(storage_uri: str, creds: StorageCredentials) -> dict[str, Any]
     return check_writable_location(storage_uri, creds.resolved_options())
 
 
+@task(name="claim-run-dir", **_RETRYING)
+def claim_run_dir(storage_uri: str, run_name: str, creds: StorageCredentials) -> dict[str, str]:
+    """This run's own directory under <storage_uri>/runs/ (a sibling if the name is taken)."""
+    from .ownership import claim_run_dir as claim
+    from .ownership import owner_record
+
+    run_dir = claim(storage_uri, run_name, creds.resolved_options(), owner_record(run_name, _flow_run_id()))
+    return R.layout(storage_uri, run_dir)
+
+
+def _flow_run_id() -> Optional[str]:
+    try:
+        from prefect.runtime import flow_run
+
+        return str(flow_run.id) if flow_run.id else None
+    except Exception:
+        return None
+
+
 # -- 1. inspect ---------------------------------------------------------------------------
 @task(name="inspect-data", **_RETRYING)
 def inspect_data(data: DataSpec) -> dict[str, Any]:
@@ -145,6 +170,14 @@ def inspect_data(data: DataSpec) -> dict[str, Any]:
 
     info = io_inspect(data.uri, storage_options=data.resolved_options(), **R.data_keywords(data))
     return info.to_dict()
+
+
+def data_scan_note(strategy: str) -> str:
+    """How (and whether) the data are checked for NaN and inf, for the plan."""
+    if strategy == "streaming":
+        return ("each chunk is checked for NaN/inf as the first pass reads it; the first bad point stops the fit, "
+                "named by its index (no separate scan before the fit)")
+    return "all points are checked for NaN/inf in memory before the fit; the first bad point is named by its index"
 
 
 # -- 2. plan ------------------------------------------------------------------------------
@@ -182,6 +215,7 @@ def plan_fit(info: dict, checked: dict, settings: FitSettings) -> dict[str, Any]
     if plan["strategy"] != "standard" and f"{plan['chunk_size']:,} points" not in plan["reason"]:
         plan["reason"] += f"; chunks of {plan['chunk_size']:,} points"
     plan["validate"] = bool(settings.goal_name == "quality" or checked.get("preset_validates"))
+    plan["data_scan"] = data_scan_note(plan["strategy"])
     _record_cluster(plan)
     _plan_executor(plan, info, settings)
     return plan
@@ -259,22 +293,32 @@ def _fit_arguments(settings: FitSettings, checked: dict, plan: dict) -> dict[str
     return kwargs
 
 
-def _store(result, settings: FitSettings, storage_uri: str, checked: dict, plan: dict, t0: float) -> dict[str, Any]:
-    from nlsq_tasks.io import ResultStore
+def _paths(paths) -> dict[str, str]:
+    """The run's layout (a dict from claim_run_dir; a plain storage_uri from older callers)."""
+    return R.layout(paths) if isinstance(paths, str) else dict(paths)
+
+
+def _store(result, settings: FitSettings, paths: dict, checked: dict, plan: dict, t0: float) -> dict[str, Any]:
+    from nlsq_tasks.io import ResultStore, read_bytes
+
+    from .ownership import RUN_RECORD
 
     result.strategy_reason = plan["reason"]
     result.timings["task_total"] = time.perf_counter() - t0
-    paths = R.layout(storage_uri)
     opts = settings.storage.resolved_options()
     # The request as it ran, credentials redacted, so a result directory explains itself.
     record = {"settings": R.redact(settings.model_dump(mode="json")), "plan": plan, "preset": checked["preset"]}
     extra = {R.REQUEST_FILE: json.dumps(_json_safe(record), indent=2).encode()}
+    try:  # the run's claim record, so that the manifest lists every file of the directory
+        extra[RUN_RECORD] = read_bytes(R.join(paths["run_dir"], RUN_RECORD), opts)
+    except FileNotFoundError:
+        pass
     uris = dict(ResultStore(paths["results_dir"], opts).write(result, extra_files=extra))
     uris["results_dir"] = paths["results_dir"]
     return {"summary": result.summary(), "uris": uris}
 
 
-def _in_memory_fit(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, storage_uri: str,
+def _in_memory_fit(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, paths,
                    progress: bool) -> dict[str, Any]:
     from nlsq_tasks.api import fit
     from nlsq_tasks.io import load_arrays
@@ -290,19 +334,19 @@ def _in_memory_fit(data: DataSpec, settings: FitSettings, checked: dict, plan: d
         result = fit(model, x, y, sigma=sigma, **kwargs)
     if reporter is not None:
         reporter.finish(result.status.name)
-    return _store(result, settings, storage_uri, checked, plan, t0)
+    return _store(result, settings, _paths(paths), checked, plan, t0)
 
 
 @task(name="fit-standard", **_RETRYING)
-def fit_standard(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, storage_uri: str) -> dict:
-    """Everything in memory: load the arrays, fit, store the result."""
-    return _in_memory_fit(data, settings, checked, plan, storage_uri, progress=False)
+def fit_standard(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, paths: dict) -> dict:
+    """Everything in memory: load the arrays, fit, store the result in the run directory."""
+    return _in_memory_fit(data, settings, checked, plan, paths, progress=False)
 
 
 @task(name="fit-chunked", **_RETRYING)
-def fit_chunked(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, storage_uri: str) -> dict:
+def fit_chunked(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, paths: dict) -> dict:
     """Data in memory, Jacobian chunk by chunk; progress per chunk."""
-    return _in_memory_fit(data, settings, checked, plan, storage_uri, progress=True)
+    return _in_memory_fit(data, settings, checked, plan, paths, progress=True)
 
 
 class _FreshStart:
@@ -322,38 +366,52 @@ class _FreshStart:
 
 
 @task(name="fit-streaming", **_RETRYING)
-def fit_streaming(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, storage_uri: str) -> dict:
-    """Out of core: passes over a chunk source, checkpoints under <storage_uri>/checkpoints (resumable)."""
+def fit_streaming(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, paths: dict) -> dict:
+    """Out of core: passes over a chunk source, checkpoints under <storage_uri>/checkpoints (resumable).
+
+    The problem's checkpoints are locked while the fit writes them: a second live run of the
+    same problem on the same storage is refused; a dead one's lock is taken over and its flow
+    run marked CRASHED (flows.ownership)."""
     from nlsq_tasks.api import fit_source
+    from nlsq_tasks.engine.checkpoint import CheckpointError
     from nlsq_tasks.io import CheckpointStore, open_source
 
+    from .ownership import ProblemLock, mark_flow_run_crashed, owner_record
+
     t0 = time.perf_counter()
+    paths = _paths(paths)
     model = R.resolve_request_model(settings.model)
     source = open_source(data.uri, storage_options=data.resolved_options(), chunk_size=plan["chunk_size"],
                          **R.data_keywords(data))
     keep = int((checked["preset"].get("checkpoint") or {}).get("keep_last") or 3)
-    store = CheckpointStore(R.layout(storage_uri)["checkpoints_dir"], settings.storage.resolved_options(), keep_last=keep)
+    opts = settings.storage.resolved_options()
+    store = CheckpointStore(paths["checkpoints_dir"], opts, keep_last=keep)
     kwargs = _fit_arguments(settings, checked, plan)
     reporter = _progress_reporter(plan)
     kwargs.update(checkpoint=store if settings.resume else _FreshStart(store), progress=reporter)
     if plan.get("executor", "local") != "local":
         kwargs["executor"] = plan["executor"]
-    with worker_slot():
-        result = fit_source(model, source, **kwargs)
+    key = R.problem_key(settings.model, source.fingerprint(), checked["preset"], settings, plan["chunk_size"])
+    owner = owner_record(paths["run_dir"].rstrip("/").rsplit("/", 1)[-1], _flow_run_id())
+    with ProblemLock(paths["checkpoints_dir"], key, opts, owner, on_stale=mark_flow_run_crashed), worker_slot():
+        try:
+            result = fit_source(model, source, **kwargs)
+        except CheckpointError as exc:  # name the request's setting, not the library's keyword
+            raise CheckpointError(f"{exc} In a flow request: resume=false; on the CLI: --no-resume.") from None
     reporter.finish(result.status.name)
-    return _store(result, settings, storage_uri, checked, plan, t0)
+    return _store(result, settings, paths, checked, plan, t0)
 
 
 # -- 4. validation ----------------------------------------------------------------------------
 @task(name="validate-quality", **_RETRYING)
-def validate_quality(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, storage_uri: str) -> dict:
-    """The QUALITY checks on the stored result; writes validation.json next to it."""
+def validate_quality(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, paths: dict) -> dict:
+    """The QUALITY checks on the stored result; adds validation.json to it (and its manifest)."""
     from nlsq_tasks.engine.validation import validate_fit
-    from nlsq_tasks.io import atomic_write_bytes, load_arrays, open_source, read_result
+    from nlsq_tasks.io import ResultStore, load_arrays, open_source, read_result
 
     from .stored import fit_result_from_stored
 
-    paths = R.layout(storage_uri)
+    paths = _paths(paths)
     opts = settings.storage.resolved_options()
     result = fit_result_from_stored(read_result(paths["results_dir"], opts))
     model = R.resolve_request_model(settings.model)
@@ -366,7 +424,8 @@ def validate_quality(data: DataSpec, settings: FitSettings, checked: dict, plan:
         x, y, sigma = load_arrays(data.uri, storage_options=data.resolved_options(), **R.data_keywords(data))
         report = validate_fit(model.fn, x, y, sigma, result, options)
     payload = report.to_dict()
-    atomic_write_bytes(paths["validation"], json.dumps(_json_safe(payload), indent=2).encode(), opts)
+    ResultStore(paths["results_dir"], opts).add_files(
+        {R.VALIDATION_FILE: json.dumps(_json_safe(payload), indent=2).encode()})
     return {"validation": _json_safe(payload), "uri": paths["validation"]}
 
 
@@ -390,11 +449,11 @@ def _json_safe(obj):
 
 # -- 5. plot and artifacts --------------------------------------------------------------------
 @task(name="plot-fit", **_RETRYING)
-def plot_fit(data: DataSpec, settings: FitSettings, summary: dict, plan: dict, storage_uri: str) -> dict:
+def plot_fit(data: DataSpec, settings: FitSettings, summary: dict, plan: dict, paths: dict) -> dict:
     """PNG of a data sample, the fit and the residuals, written to storage; skipped without matplotlib."""
     import numpy as np
 
-    from nlsq_tasks.io import atomic_write_bytes, load_arrays, open_source
+    from nlsq_tasks.io import ResultStore, load_arrays, open_source
 
     from .plotting import matplotlib_available, render_fit_png
 
@@ -420,9 +479,9 @@ def plot_fit(data: DataSpec, settings: FitSettings, summary: dict, plan: dict, s
         grid = np.linspace(float(x_s.min()), float(x_s.max()), 600)
         curve = (grid, np.asarray(model.fn(grid, *popt)))
     png = render_fit_png(x_s, y_s, y_fit, f"{checked_title(summary, settings)}", curve=curve)
-    uri = R.layout(storage_uri)["plot"]
-    atomic_write_bytes(uri, png, settings.storage.resolved_options())
-    return {"uri": uri}
+    paths = _paths(paths)
+    ResultStore(paths["results_dir"], settings.storage.resolved_options()).add_files({R.PLOT_FILE: png})
+    return {"uri": paths["plot"]}
 
 
 def checked_title(summary: dict, settings: FitSettings) -> str:

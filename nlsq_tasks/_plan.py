@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -312,11 +313,12 @@ def _route(kwargs, preset, forced_by_method, covariance, goal, n_points, n_param
     if requested is not None:
         requested = V.one_of("strategy", requested, V.STRATEGIES, normalize=lambda s: str(s).lower())
     if memory_limit_gb is not None:
-        try:
-            ok = float(memory_limit_gb) > 0 and math.isfinite(float(memory_limit_gb))
-        except (TypeError, ValueError):
-            ok = False
-        if not ok or isinstance(memory_limit_gb, bool):
+        if isinstance(memory_limit_gb, bool) or not isinstance(memory_limit_gb, numbers.Real):
+            raise V.FitTypeError(
+                "memory_limit_gb", memory_limit_gb,
+                f"memory_limit_gb={memory_limit_gb!r} is a {type(memory_limit_gb).__name__}; allowed: a number > 0 (GB) or None.")
+        ok = math.isfinite(float(memory_limit_gb)) and float(memory_limit_gb) > 0
+        if not ok:
             raise V.FitInputError(
                 "memory_limit_gb", memory_limit_gb, f"memory_limit_gb={memory_limit_gb!r} is not valid; allowed: a number > 0 (GB) or None."
             )

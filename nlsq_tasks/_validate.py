@@ -309,7 +309,14 @@ def check_p0(p0: Any, names: Sequence[str], lower: np.ndarray, upper: np.ndarray
     """p0 must be finite, have one entry per parameter, and lie within the bounds."""
     p = _real_array("p0", p0)
     p = np.atleast_1d(p)
-    if p.ndim != 1 or p.shape[0] != len(names):
+    if p.ndim != 1:
+        raise FitInputError(
+            "p0",
+            p.tolist() if p.size <= 16 else p.shape,
+            f"p0 must be a flat sequence with one value per parameter ({', '.join(names)}); got an array of shape "
+            f"{p.shape}.",
+        )
+    if p.shape[0] != len(names):
         raise FitInputError(
             "p0",
             p.tolist() if p.size <= 16 else p.shape,

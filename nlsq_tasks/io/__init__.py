@@ -10,10 +10,12 @@ from ._errors import (
     StoragePermissionError,
     TransientStorageError,
     redact_options,
+    redact_uri,
 )
 from ._fs import atomic_write_bytes, load_text, read_bytes
 from .checkpoint_store import CheckpointStore
-from .inspect import DataInfo, inspect_data
+from .inspect import DataInfo, DataTypeError, inspect_data
+from .policy import StoragePolicy, StoragePolicyError, check_glob, check_uri
 from .result_store import IncompleteResultError, ResultStore, read_result
 from .stack import load_stack, stack_size
 from .table_store import read_table, write_table
@@ -23,6 +25,7 @@ __all__ = [
     "CheckpointStore",
     "CsvChunkSource",
     "DataInfo",
+    "DataTypeError",
     "FileChunkSource",
     "IncompleteResultError",
     "ParquetChunkSource",
@@ -31,8 +34,12 @@ __all__ = [
     "StorageError",
     "StorageNotFoundError",
     "StoragePermissionError",
+    "StoragePolicy",
+    "StoragePolicyError",
     "TransientStorageError",
     "atomic_write_bytes",
+    "check_glob",
+    "check_uri",
     "inspect_data",
     "load_arrays",
     "load_stack",
@@ -43,5 +50,6 @@ __all__ = [
     "read_table",
     "stack_size",
     "redact_options",
+    "redact_uri",
     "write_table",
 ]

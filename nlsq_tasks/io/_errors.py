@@ -87,6 +87,11 @@ def scrub(text: str, options: Mapping[str, Any] | None = None) -> str:
     return _USERINFO.sub(r"\g<scheme>***@", text)
 
 
+def redact_uri(uri: str) -> str:
+    """``uri`` with any ``user:password@`` part replaced by ``***@``."""
+    return _USERINFO.sub(r"\g<scheme>***@", str(uri))
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout, asyncio.TimeoutError)):
         return True
@@ -108,14 +113,38 @@ def _is_transient(exc: BaseException) -> bool:
     if names & transient:
         return True
     text = str(exc)
-    return any(s in text for s in ("SlowDown", "Please reduce your request rate", "ServiceUnavailable", "RequestTimeout"))
+    if any(s in text for s in ("SlowDown", "Please reduce your request rate", "ServiceUnavailable", "RequestTimeout",
+                               "Throttl", "TooManyRequests", "InternalError", "Service Unavailable", "Bad Gateway",
+                               "Gateway Timeout", "Internal Server Error")):
+        return True
+    status = getattr(exc, "status", None) or getattr(exc, "status_code", None)
+    if status is None:  # botocore ClientError
+        status = (getattr(exc, "response", None) or {}).get("ResponseMetadata", {}).get("HTTPStatusCode") \
+            if isinstance(getattr(exc, "response", None), dict) else None
+    return isinstance(status, int) and (status >= 500 or status == 429)
+
+
+def _transient_in_chain(exc: BaseException) -> bool:
+    """A transient fault, or one hidden behind another error: fsspec's HTTP backend reports a
+    refused connection as FileNotFoundError raised *from* the connection error."""
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 16:  # bounded walk down __cause__/__context__
+        if _is_transient(cur):
+            return True
+        cur = cur.__cause__ or cur.__context__
+        seen += 1
+    return False
 
 
 def classify(exc: BaseException, uri: str, action: str, options: Mapping[str, Any] | None) -> StorageError:
     """The :class:`StorageError` subclass (with a scrubbed message) that stands for ``exc``."""
     uri_s = scrub(str(uri), options)
     detail = scrub(f"{type(exc).__name__}: {exc}", options)
-    if _is_transient(exc):
+    if _transient_in_chain(exc):
+        cause = exc.__cause__ or exc.__context__
+        if cause is not None and not _is_transient(exc):
+            detail = scrub(f"{type(cause).__name__}: {cause}", options)
         return TransientStorageError(f"could not {action} {uri_s}: transient storage error ({detail}); retrying may help")
     if isinstance(exc, FileNotFoundError):
         if "bucket does not exist" in str(exc) or "NoSuchBucket" in str(exc):

@@ -42,10 +42,13 @@ def resolve(uri: Any, storage_options: Mapping[str, Any] | None = None):
     """``(filesystem, path)`` for ``uri``; errors name the URI (scrubbed), never credentials."""
     import fsspec.core
 
+    from .retry import with_timeouts
+
     uri = to_uri(uri)
+    proto = uri.split("://", 1)[0].lower() if "://" in uri else "file"
     try:
         with storage_errors(uri, "open", storage_options):
-            return fsspec.core.url_to_fs(uri, **dict(storage_options or {}))
+            return fsspec.core.url_to_fs(uri, **with_timeouts(proto, storage_options))
     except ValueError as exc:  # unknown protocol, bad option
         raise StorageError(f"could not open {scrub(uri, storage_options)}: {scrub(str(exc), storage_options)}") from None
     except ImportError as exc:  # e.g. s3fs not installed
@@ -169,18 +172,22 @@ def write_bytes_atomic(fs, path: str, data: bytes) -> None:
 
 def atomic_write_bytes(uri: Any, data: bytes, storage_options: Mapping[str, Any] | None = None) -> str:
     """Write ``data`` to ``uri`` atomically (see the module notes); returns the URI written."""
+    from .retry import with_retries
+
     uri = to_uri(uri)
     fs, path = resolve(uri, storage_options)
-    with storage_errors(uri, "write", storage_options):
-        write_bytes_atomic(fs, path, bytes(data))
+    data = bytes(data)
+    with_retries(lambda: write_bytes_atomic(fs, path, data), uri, "write", storage_options)
     return uri
 
 
 def read_bytes(uri: Any, storage_options: Mapping[str, Any] | None = None) -> bytes:
+    """The bytes at ``uri`` (with the storage timeout, retried while the fault is transient)."""
+    from .retry import with_retries
+
     uri = to_uri(uri)
     fs, path = resolve(uri, storage_options)
-    with storage_errors(uri, "read", storage_options):
-        return fs.cat_file(path)
+    return with_retries(lambda: fs.cat_file(path), uri, "read", storage_options)
 
 
 def load_text(uri: Any, storage_options: Mapping[str, Any] | None = None, encoding: str = "utf-8") -> str:

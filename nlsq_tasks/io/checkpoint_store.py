@@ -42,6 +42,7 @@ import numpy as np
 from ..engine.checkpoint import CheckpointMismatchError, State
 from ._errors import redact_options, scrub, storage_errors
 from ._fs import is_object_store, is_temporary, join, resolve, to_uri, write_bytes_atomic
+from .retry import with_retries
 
 log = logging.getLogger("nlsq_tasks.io")
 
@@ -223,19 +224,24 @@ class CheckpointStore:
         """Write ``state`` as a new checkpoint; returns its URI. Earlier ones stay intact
         until this one is complete; then all but the newest ``keep_last`` are deleted."""
         fingerprint = str(fingerprint)
+        blob = encode_state(state, fingerprint=fingerprint, seq=0)  # serialization errors raise before any write
+        del blob
+        return with_retries(lambda: self._save(state, fingerprint), self.uri, "write a checkpoint to",
+                            self.storage_options)
+
+    def _save(self, state: State, fingerprint: str) -> str:
         directory = self._dir(fingerprint)
         rel = namespace(fingerprint)
-        with storage_errors(self.uri, "write a checkpoint to", self.storage_options):
-            names = self._names(directory)
-            seq = (names[-1][0] + 1) if names else 1
-            blob = encode_state(state, fingerprint=fingerprint, seq=seq)  # raises before any write
-            name = f"ckpt-{seq:010d}-{uuid.uuid4().hex[:8]}.nlsqckpt"
-            if not is_object_store(self._fs):
-                self._fs.makedirs(directory, exist_ok=True)  # on S3 this would create a missing bucket
-            write_bytes_atomic(self._fs, f"{directory}/{name}", blob)
-            pointer = {"latest": name, "seq": seq, "fingerprint": fingerprint, "size": len(blob)}
-            write_bytes_atomic(self._fs, f"{directory}/latest.json", json.dumps(pointer).encode())
-            self._rotate(directory, name)
+        names = self._names(directory)
+        seq = (names[-1][0] + 1) if names else 1
+        blob = encode_state(state, fingerprint=fingerprint, seq=seq)  # raises before any write
+        name = f"ckpt-{seq:010d}-{uuid.uuid4().hex[:8]}.nlsqckpt"
+        if not is_object_store(self._fs):
+            self._fs.makedirs(directory, exist_ok=True)  # on S3 this would create a missing bucket
+        write_bytes_atomic(self._fs, f"{directory}/{name}", blob)
+        pointer = {"latest": name, "seq": seq, "fingerprint": fingerprint, "size": len(blob)}
+        write_bytes_atomic(self._fs, f"{directory}/latest.json", json.dumps(pointer).encode())
+        self._rotate(directory, name)
         return join(self.uri, f"{rel}/{name}")
 
     def _rotate(self, directory: str, newest: str) -> None:
@@ -270,12 +276,16 @@ class CheckpointStore:
         A checkpoint written before namespacing (at the root) is used when it is this
         problem's; one of another problem raises :class:`CheckpointMismatchError`."""
         fingerprint = str(fingerprint)
-        with storage_errors(self.uri, "read checkpoints from", self.storage_options):
+
+        def load():
             found = self._newest_valid(self._dir(fingerprint), namespace(fingerprint))
             if found is None:
                 found = self._newest_valid(self._root, "")
                 if found is not None and found[0]["fingerprint"] != fingerprint:
                     raise CheckpointMismatchError(fingerprint, found[0]["fingerprint"], found[2])
+            return found
+
+        found = with_retries(load, self.uri, "read checkpoints from", self.storage_options)
         return None if found is None else found[1]
 
     def describe_latest(self) -> dict[str, Any] | None:

@@ -558,7 +558,15 @@ def _parquet_layout(fs, path, x_key, y_key, sigma_key, where="the parquet file")
 
 # -- front ----------------------------------------------------------------------------------
 def probe(uri, format=None, x_key=None, y_key=None, sigma_key=None, storage_options=None, csv_chunk_size=None) -> Layout:
-    """Read the metadata of ``uri`` and decide how to read it (used by inspect and sources)."""
+    """Read the metadata of ``uri`` and decide how to read it (used by inspect and sources);
+    retried as a whole while the storage fault is transient (:mod:`nlsq_tasks.io.retry`)."""
+    from .retry import with_retries
+
+    return with_retries(lambda: _probe(uri, format, x_key, y_key, sigma_key, storage_options, csv_chunk_size),
+                        str(uri), "inspect", storage_options)
+
+
+def _probe(uri, format, x_key, y_key, sigma_key, storage_options, csv_chunk_size) -> Layout:
     uri = to_uri(uri)
     fmt = detect_format(uri, format)
     fs, path = resolve(uri, storage_options)

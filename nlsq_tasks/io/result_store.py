@@ -28,6 +28,7 @@ import numpy as np
 from ..engine.result import FitResult
 from ._errors import StorageError, redact_options, scrub, storage_errors
 from ._fs import is_object_store, join, resolve, to_uri, write_bytes_atomic
+from .retry import with_retries
 
 MANIFEST = "manifest.json"
 _STANDARD = ("summary.json", "params.npz", "report.txt")
@@ -82,24 +83,64 @@ class ResultStore:
             if not isinstance(data, (bytes, bytearray, memoryview)):
                 raise TypeError(f"extra_files[{name!r}] must be bytes, got {type(data).__name__}")
             files[name] = bytes(data)
+        return with_retries(lambda: self._write(result, files), self.uri, "write the result to", self.storage_options)
+
+    def _write(self, result: FitResult, files: dict[str, bytes]) -> dict[str, str]:
         fs = self._fs
-        with storage_errors(self.uri, "write the result to", self.storage_options):
-            if not is_object_store(fs):
-                fs.makedirs(self._dir, exist_ok=True)
-            manifest_path = f"{self._dir}/{MANIFEST}"
-            if fs.exists(manifest_path):  # un-commit first: readers must not trust a half-rewritten directory
-                fs.rm_file(manifest_path)
-            for name, data in files.items():
-                write_bytes_atomic(fs, f"{self._dir}/{name}", data)
-            manifest = {
-                "format": 1,
-                "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                "status": result.status.name,
-                "success": bool(result.success),
-                "files": {n: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()},
-            }
-            write_bytes_atomic(fs, manifest_path, json.dumps(manifest, indent=2).encode())
+        if not is_object_store(fs):
+            fs.makedirs(self._dir, exist_ok=True)
+        manifest_path = f"{self._dir}/{MANIFEST}"
+        old_files: list[str] = []
+        if fs.exists(manifest_path):  # un-commit first: readers must not trust a half-rewritten directory
+            try:
+                old_files = list(json.loads(fs.cat_file(manifest_path)).get("files", {}))
+            except (ValueError, AttributeError):
+                old_files = []
+            fs.rm_file(manifest_path)
+        for name, data in files.items():
+            write_bytes_atomic(fs, f"{self._dir}/{name}", data)
+        # Files of the previous result that this one does not have (a validation.json, a
+        # plot) would sit beside a different fit: remove them before committing.
+        for name in old_files:
+            if name not in files and _SAFE_NAME.match(name):
+                try:
+                    fs.rm_file(f"{self._dir}/{name}")
+                except FileNotFoundError:
+                    pass
+        manifest = {
+            "format": 1,
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+            "status": result.status.name,
+            "success": bool(result.success),
+            "files": {n: {"size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()},
+        }
+        write_bytes_atomic(fs, manifest_path, json.dumps(manifest, indent=2).encode())
         return {**{n: join(self.uri, n) for n in files}, MANIFEST: join(self.uri, MANIFEST)}
+
+    def add_files(self, extra_files: Mapping[str, bytes]) -> dict[str, str]:
+        """Add files to a committed result (a validation report, a plot) and list them in its
+        manifest; returns name -> URI. Each file is written atomically, then the manifest is
+        replaced atomically by one that lists it too. One writer per result directory."""
+        fs = self._fs
+        manifest_path = f"{self._dir}/{MANIFEST}"
+        for name, data in extra_files.items():
+            if not isinstance(name, str) or not _SAFE_NAME.match(name) or name in _STANDARD or name == MANIFEST:
+                raise ValueError(f"extra_files name {name!r} is not allowed (see ResultStore.write)")
+            if not isinstance(data, (bytes, bytearray, memoryview)):
+                raise TypeError(f"extra_files[{name!r}] must be bytes, got {type(data).__name__}")
+        def add():
+            try:
+                manifest = json.loads(fs.cat_file(manifest_path))
+            except FileNotFoundError:
+                raise IncompleteResultError(f"{scrub(self.uri)} has no {MANIFEST}: write the result first") from None
+            for name, data in extra_files.items():
+                data = bytes(data)
+                write_bytes_atomic(fs, f"{self._dir}/{name}", data)
+                manifest["files"][name] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+            write_bytes_atomic(fs, manifest_path, json.dumps(manifest, indent=2).encode())
+
+        with_retries(add, self.uri, "add files to the result at", self.storage_options)
+        return {n: join(self.uri, n) for n in extra_files}
 
 
 def read_result(uri, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -113,23 +154,27 @@ def read_result(uri, storage_options: Mapping[str, Any] | None = None) -> dict[s
     fs, base = resolve(uri, storage_options)
     base = base.rstrip("/")
     where = scrub(uri, storage_options)
-    with storage_errors(uri, "read the result at", storage_options):
+    return with_retries(lambda: _read_result(fs, base, uri, where, storage_options), uri, "read the result at",
+                        storage_options)
+
+
+def _read_result(fs, base: str, uri: str, where: str, storage_options) -> dict[str, Any]:
+    try:
+        manifest = json.loads(fs.cat_file(f"{base}/{MANIFEST}"))
+        entries = dict(manifest["files"])
+    except FileNotFoundError:
+        raise IncompleteResultError(f"{where} has no {MANIFEST}: the result is incomplete (still being written, or the writer failed)") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise IncompleteResultError(f"{where}/{MANIFEST} is unreadable ({exc})") from None
+    blobs: dict[str, bytes] = {}
+    for name, meta in entries.items():
         try:
-            manifest = json.loads(fs.cat_file(f"{base}/{MANIFEST}"))
-            entries = dict(manifest["files"])
+            data = fs.cat_file(f"{base}/{name}")
         except FileNotFoundError:
-            raise IncompleteResultError(f"{where} has no {MANIFEST}: the result is incomplete (still being written, or the writer failed)") from None
-        except (ValueError, KeyError, TypeError) as exc:
-            raise IncompleteResultError(f"{where}/{MANIFEST} is unreadable ({exc})") from None
-        blobs: dict[str, bytes] = {}
-        for name, meta in entries.items():
-            try:
-                data = fs.cat_file(f"{base}/{name}")
-            except FileNotFoundError:
-                raise IncompleteResultError(f"{where}: {name} is listed in the manifest but missing") from None
-            if len(data) != meta.get("size") or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
-                raise IncompleteResultError(f"{where}: {name} does not match the manifest (size or checksum)")
-            blobs[name] = data
+            raise IncompleteResultError(f"{where}: {name} is listed in the manifest but missing") from None
+        if len(data) != meta.get("size") or hashlib.sha256(data).hexdigest() != meta.get("sha256"):
+            raise IncompleteResultError(f"{where}: {name} does not match the manifest (size or checksum)")
+        blobs[name] = data
     missing = [n for n in _STANDARD if n not in blobs]
     if missing:
         raise IncompleteResultError(f"{where}: the manifest lacks {missing}")

@@ -42,6 +42,7 @@ from ..engine.sources import Chunk
 from ._errors import scrub, storage_errors
 from .inspect import DataInfo, Layout, _pyarrow_parquet, keys_repr, probe
 from .readahead import read_ahead
+from .retry import current_budget, with_retries
 
 _SKIP_BLOCK = 1 << 20
 _SAMPLE_BLOCKS = 8
@@ -66,6 +67,8 @@ class FileChunkSource:
         self._detail = layout.detail
         self._options = storage_options
         self._digest: str | None = None
+        # the budget in force when the source was opened: its read-ahead thread reads with it
+        self._budget = current_budget()
 
     # -- identity -------------------------------------------------------------------------
     def fingerprint(self) -> str:
@@ -186,13 +189,16 @@ def _flat(chunk: Chunk) -> list[np.ndarray]:
 
 # -- npy / npz: records at byte offsets -------------------------------------------------------
 class _RangeReader:
-    """Byte ranges of a file, one ranged request each (any order)."""
+    """Byte ranges of a file, one ranged request each (any order), each retried while the
+    storage fault is transient."""
 
-    def __init__(self, fs, path):
+    def __init__(self, fs, path, uri: str = "", options=None, budget=None):
         self.fs, self.path = fs, path
+        self.uri, self.options, self.budget = uri or path, options, budget
 
     def read(self, a: int, b: int) -> bytes:
-        return self.fs.cat_file(self.path, start=a, end=b)
+        return with_retries(lambda: self.fs.cat_file(self.path, start=a, end=b), self.uri, "read", self.options,
+                            self.budget)
 
     def close(self) -> None:
         pass
@@ -246,7 +252,7 @@ class RecordChunkSource(FileChunkSource):
         self._n_cols = self.n_features + 1 + int(self.has_sigma)
 
     def _open_readers(self) -> list:
-        shared = _RangeReader(self._fs, self._path)
+        shared = _RangeReader(self._fs, self._path, self.uri, self._options, self._budget)
         return [shared if g.get("stored", True) else _ZipStreamReader(self._fs, self._path, g["member"]) for g in self._groups]
 
     def _read_rows(self, readers, lo: int, hi: int) -> list[np.ndarray]:
@@ -316,16 +322,15 @@ class CsvChunkSource(FileChunkSource):
     def _iter_chunks(self, start: int) -> Iterator[Chunk]:
         # Buffer about two chunks' worth of bytes per request (s3fs would otherwise use its
         # 50 MB default blocks): sequential, and memory stays O(chunk_size).
-        chunk_bytes = (self._size - self._data_start) * self.chunk_size // max(1, self.n_points)
-        block = int(min(max(4 << 20, 2 * chunk_bytes), 64 << 20))
-        with self._fs.open(self._path, "rb", block_size=block) as f:
-            for c in range(start, self.n_chunks):
-                a = self._offsets[c]
-                b = self._offsets[c + 1] if c + 1 < self.n_chunks else self._size
-                f.seek(a)
-                lo = c * self.chunk_size
-                m = min(self.chunk_size, self.n_points - lo)
-                yield self._assemble(self._parse(f.read(b - a), m, f"records {lo}..{lo + m}"))
+        # One ranged read per chunk (its byte range is known from the scan), retried while the
+        # storage fault is transient; memory stays O(chunk_size).
+        reader = _RangeReader(self._fs, self._path, self.uri, self._options, self._budget)
+        for c in range(start, self.n_chunks):
+            a = self._offsets[c]
+            b = self._offsets[c + 1] if c + 1 < self.n_chunks else self._size
+            lo = c * self.chunk_size
+            m = min(self.chunk_size, self.n_points - lo)
+            yield self._assemble(self._parse(reader.read(a, b), m, f"records {lo}..{lo + m}"))
 
     def _read_blocks(self, blocks):
         # Blocks are placed by byte position (records have no fixed size): a window of about

@@ -141,16 +141,30 @@ def parse_expression(text: str) -> tuple[ast.Expression, str]:
 
 def _check_depth(tree: ast.AST) -> None:
     """Iterative (an attacker controls the depth), so no recursion happens before the limit."""
+    # The left operand of a chain a + b - c ... (a flat sum parses into a left-leaning tree)
+    # stays at its parent's depth: a 300-term sum is flat, not 300 levels deep. Only
+    # expression nodes count (context markers such as Load have no position to point at).
     stack = [(tree, 0)]
     budget = 10 * MAX_LENGTH  # nodes; a 2000-character text has far fewer
     while stack and budget > 0:
         budget -= 1
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
-            _fail(f"nesting deeper than {MAX_DEPTH} levels", node, token=type(node).__name__)
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+            _fail(f"nesting deeper than {MAX_DEPTH} levels (calls, signs or powers inside each other)", node)
+        for child in ast.iter_child_nodes(node):
+            if not isinstance(child, ast.expr):
+                continue
+            flat = _is_chain(node) and child is node.left and _is_chain(child)
+            stack.append((child, depth if flat else depth + 1))
     if stack:
         raise UnsafeExpressionError("the expression has too many parts")
+
+
+_CHAIN_OPS = (ast.Add, ast.Sub, ast.Mult, ast.Div)
+
+
+def _is_chain(node: ast.AST) -> bool:
+    return isinstance(node, ast.BinOp) and isinstance(node.op, _CHAIN_OPS)
 
 
 class _Compiler:
@@ -228,6 +242,8 @@ class _Compiler:
         return lambda x, p: p[i]
 
     def binop(self, node: ast.BinOp) -> Node:
+        if _is_chain(node) and _is_chain(node.left):
+            return self.chain(node)
         op = _BINOPS.get(type(node.op))
         if op is None:
             hint = " (use ** for powers)" if isinstance(node.op, ast.BitXor) else ""
@@ -238,6 +254,27 @@ class _Compiler:
             return lambda x, p: lax.integer_pow(jnp.asarray(left(x, p), dtype=float), n)
         right = self.build(node.right)
         return lambda x, p: op(left(x, p), right(x, p))
+
+    def chain(self, node: ast.BinOp) -> Node:
+        """``a + b - c * d ...`` as a loop over its terms: no Python recursion per term, so a
+        long flat sum builds and evaluates like a short one."""
+        links = []
+        cur: ast.AST = node
+        for _ in range(10 * MAX_LENGTH):  # bounded by the text's length
+            if not _is_chain(cur):
+                break
+            links.append(cur)
+            cur = cur.left
+        first = self.build(cur)
+        steps = [(_BINOPS[type(n.op)], self.build(n.right)) for n in reversed(links)]
+
+        def evaluate(x, p):
+            v = first(x, p)
+            for op, g in steps:
+                v = op(v, g(x, p))
+            return v
+
+        return evaluate
 
     def call(self, node: ast.Call) -> Node:
         if isinstance(node.func, ast.Attribute):

@@ -145,7 +145,7 @@ def test_fit_run_from_the_api_completes_with_results_and_artifacts(deployed, dec
         artifacts = client.read_artifacts(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
 
     # -- stored results: manifest first, and every file it lists matches its checksum
-    results = storage / "results"
+    (results,) = list((storage / "runs").iterdir())  # the run's own directory
     manifest = json.loads((results / "manifest.json").read_text())
     assert {"summary.json", "params.npz", "report.txt"} <= set(manifest["files"])
     for name, meta in manifest["files"].items():
@@ -230,7 +230,8 @@ def test_batch_deployment_fits_a_glob_and_reports_the_bad_file(deployed, decay_d
     assert run.state.name == "Completed with failures" and "1 of 2 data sets failed" in (run.state.message or "")
     from nlsq_tasks.io import read_table
 
-    fits = read_table(str(storage / "fits.parquet"))
+    (run_dir,) = list((storage / "runs").iterdir())  # the batch run's own directory
+    fits = read_table(str(run_dir / "fits.parquet"))
     by_file = {Path(d).name: i for i, d in enumerate(fits["dataset"])}
     good, bad = by_file["a_good.npz"], by_file["b_no_y.npz"]
     assert fits["success"][good] and fits["status"][good] in ("FTOL", "XTOL", "GTOL", "FTOL_XTOL")

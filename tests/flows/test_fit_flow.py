@@ -52,9 +52,11 @@ def test_standard_branch_stores_results_with_manifest_and_artifacts(decay_npz, t
     assert out["strategy"] == "standard" and "preset 'standard'" in out["reason"]
     _assert_close_to_truth(out)
 
-    results = tmp_path / "std" / "results"
+    results = Path(out["uris"]["results_dir"])
+    assert results.parent == tmp_path / "std" / "runs"  # the run's own directory
     manifest = json.loads((results / "manifest.json").read_text())
-    assert set(manifest["files"]) >= {"summary.json", "params.npz", "report.txt", "request.json"}
+    assert set(manifest["files"]) >= {"summary.json", "params.npz", "report.txt", "request.json", "run.json", "fit.png"}
+    assert sorted(p.name for p in results.iterdir()) == sorted(set(manifest["files"]) | {"manifest.json"})
     summary = json.loads((results / "summary.json").read_text())
     assert summary["strategy"] == "standard" and summary["success"]
     from nlsq_tasks.io import read_result
@@ -109,7 +111,8 @@ def test_quality_goal_runs_validation_task_and_writes_validation_json(decay_npz,
     names = {c["name"] for c in out["validation"]["checks"]}
     assert {"convergence", "gradient", "residual_runs", "perturbed_refits"} <= names
     assert out["validation"]["passed"], out["validation"]
-    stored = json.loads((tmp_path / "q" / "results" / "validation.json").read_text())
+    stored = json.loads((Path(out["uris"]["results_dir"]) / "validation.json").read_text())
+    assert "validation.json" in json.loads((Path(out["uris"]["results_dir"]) / "manifest.json").read_text())["files"]
     assert stored["passed"] == out["validation"]["passed"]
     report = {a.key: a for a in flow_run_artifacts(state.state_details.flow_run_id)}["nlsq-fit-report"].data
     assert "## Validation" in report
@@ -120,7 +123,9 @@ def test_quality_goal_runs_validation_task_and_writes_validation_json(decay_npz,
     "change, field, words",
     [
         ({"preset": "no_such_preset"}, "preset", "unknown preset"),
-        ({"preset": "/nonexistent/dir/p.yaml"}, "preset", "does not exist"),
+        ({"preset": "nonexistent_dir/p.yaml"}, "preset", "does not exist"),
+        ({"preset": "/etc/nlsq/p.yaml"}, "preset", "outside the allowed storage roots"),
+        ({"p0": [1.0, 1.0, 5.0], "lower": [0, 0, 0], "upper": [10, 10, 1]}, "p0", "beyond its upper bound"),
         ({"model": "__import__('os').system('echo hi')"}, "model", "not a usable model"),
         ({"model": "a*exp(-b*x"}, "model", "not a usable model"),  # malformed
         ({"p0": [1.0, 2.0]}, "p0", "3 parameters"),
@@ -168,11 +173,11 @@ def test_user_preset_file_drives_the_fit(decay_npz, tmp_path):
     preset.write_text("name: mine\nstrategy: streaming\ntolerance: 1.0e-9\nchunk_size: 2000\n")
     _, out = _run(_request(decay_npz, tmp_path / "u", preset=str(preset)))
     assert out["strategy"] == "streaming" and "preset 'mine'" in out["reason"]
-    summary = json.loads((tmp_path / "u" / "results" / "summary.json").read_text())
+    summary = json.loads((Path(out["uris"]["results_dir"]) / "summary.json").read_text())
     assert summary["tolerances"]["ftol"] == pytest.approx(1e-9)
 
 
-def test_default_storage_is_named_after_the_run_and_npy_columns_default(decay_npz, tmp_path, monkeypatch):
+def test_default_storage_holds_a_directory_per_run_and_npy_columns_default(decay_npz, tmp_path, monkeypatch):
     """A 2-D .npy table: x, y, sigma are columns 0, 1, 2 unless the request names others."""
     monkeypatch.chdir(tmp_path)
     with np.load(decay_npz) as z:
@@ -183,8 +188,9 @@ def test_default_storage_is_named_after_the_run_and_npy_columns_default(decay_np
     state, out = _run(request)
     _assert_close_to_truth(out)
     assert out["statistics"]["n_points"] == 4000
-    assert Path(out["storage_uri"]).parent == tmp_path / "nlsq_results"
-    assert (Path(out["storage_uri"]) / "results" / "manifest.json").exists()
+    assert Path(out["storage_uri"]) == tmp_path / "nlsq_results"
+    assert Path(out["uris"]["results_dir"]).parent == tmp_path / "nlsq_results" / "runs"
+    assert (Path(out["uris"]["results_dir"]) / "manifest.json").exists()
     # reduced chi2 ~ 1 only if the sigma column (0.05) was used with absolute_sigma
     assert 0.8 < out["statistics"]["redchi"] < 1.2
 
@@ -195,6 +201,6 @@ def test_without_matplotlib_the_flow_runs_and_says_the_plot_was_skipped(decay_np
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     state, out = _run(_request(decay_npz, tmp_path / "np", preset="standard", plot=True))
     assert any("plot was skipped" in n for n in out["notes"])
-    assert "plot" not in out["uris"] and not (tmp_path / "np" / "results" / "fit.png").exists()
+    assert "plot" not in out["uris"] and not (Path(out["uris"]["results_dir"]) / "fit.png").exists()
     report = {a.key: a for a in flow_run_artifacts(state.state_details.flow_run_id)}["nlsq-fit-report"].data
     assert "plot was skipped" in report

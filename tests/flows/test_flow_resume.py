@@ -4,6 +4,7 @@ checkpoints when the same request runs again."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import time
 import numpy as np
 import pytest
 
-from flow_helpers import failure_message, write_npz
+from flow_helpers import read_flow_run, failure_message, write_npz
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -51,13 +52,20 @@ def test_killed_streaming_run_resumes_from_checkpoints(tmp_path, prefect_api_url
         child.send_signal(signal.SIGKILL)
     finally:
         child.wait(timeout=60)
-    assert not (storage / "results" / "manifest.json").exists(), "the killed run must not have finished"
+    assert not list(storage.rglob("manifest.json")), "the killed run must not have finished"
+    killed = json.loads(next(storage.glob("runs/*/run.json")).read_text())
 
     state = fit_flow(FitRequest.model_validate(payload), return_state=True)
     assert state.is_completed(), failure_message(state)
-    summary = json.loads((storage / "results" / "summary.json").read_text())
+    out = state.result()
+    summary = json.loads((Path(out["uris"]["results_dir"]) / "summary.json").read_text())
     assert summary["checkpoints"]["resumed"] is True, summary["checkpoints"]
     assert summary["success"]
+    # the second run wrote beside the killed one, took its dead checkpoint lock over, and
+    # marked the killed run CRASHED (it would otherwise stay RUNNING for ever)
+    assert Path(out["uris"]["results_dir"]).name != killed["run_name"]
+    assert read_flow_run(killed["flow_run_id"]).state.type.value == "CRASHED"
+    assert not list((storage / "checkpoints" / "locks").iterdir())  # released
 
     scipy_optimize = pytest.importorskip("scipy.optimize")
     with np.load(data) as z:
