@@ -61,6 +61,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nlsq distributed fit failed in {where}: {type(exc).__name__}: {exc}.{resume}", file=sys.stderr, flush=True)
         return 1
     print(json.dumps(summary), flush=True)
+    if not summary.get("success"):  # a fit that did not succeed fails the job (the scripts exec this)
+        print(f"nlsq distributed fit did not succeed in {where}: status {summary.get('status')}", file=sys.stderr,
+              flush=True)
+        return 1
     return 0
 
 
