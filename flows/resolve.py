@@ -112,6 +112,19 @@ def problem_key(model_spec: str, data_identity: str, preset: dict, settings: Fit
 
 
 # -- presets ----------------------------------------------------------------------------
+def _preset_error(exc: BaseException) -> str:
+    """The preset loader's message without the file's content: YAML errors keep their
+    position but lose the quoted line, validation errors lose the offending value."""
+    import re
+
+    text = str(exc)
+    m = re.search(r'in "<[^>]*>", line (\d+), column (\d+)', text)
+    if m:
+        head = text.split("\n", 1)[0]
+        return f"{head.split(': ', 1)[-1] if 'YAML' in head else head} (line {m.group(1)}, column {m.group(2)})"
+    return re.sub(r"\s*\(got [^\n]*\)", "", text)
+
+
 def load_request_preset(spec: str, storage_options: Optional[dict] = None):
     """A shipped preset by name, or a user's YAML preset by local path or fsspec URI."""
     from nlsq_tasks.workflow import list_presets, load_preset
@@ -130,7 +143,7 @@ def load_request_preset(spec: str, storage_options: Optional[dict] = None):
         try:
             return Preset.from_yaml_text(text, source=spec)
         except Exception as exc:
-            raise RequestError("preset", f"the YAML preset at {spec} is not valid: {exc}") from None
+            raise RequestError("preset", f"the YAML preset at {spec} is not valid: {_preset_error(exc)}") from None
     path = spec[len("file://"):] if spec.startswith("file://") else spec
     if not os.path.exists(path):
         raise RequestError("preset", f"preset file {path!r} does not exist")
@@ -139,7 +152,7 @@ def load_request_preset(spec: str, storage_options: Optional[dict] = None):
     except FileNotFoundError:
         raise RequestError("preset", f"preset file {path!r} does not exist") from None
     except Exception as exc:
-        raise RequestError("preset", f"the YAML preset at {path} is not valid: {exc}") from None
+        raise RequestError("preset", f"the YAML preset at {path} is not valid: {_preset_error(exc)}") from None
 
 
 def apply_overrides(preset: Any, settings: FitSettings):

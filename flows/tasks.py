@@ -396,7 +396,9 @@ def fit_streaming(data: DataSpec, settings: FitSettings, checked: dict, plan: di
     with ProblemLock(paths["checkpoints_dir"], key, opts, owner, on_stale=mark_flow_run_crashed), worker_slot():
         try:
             result = fit_source(model, source, **kwargs)
-        except CheckpointError as exc:  # name the request's setting, not the library's keyword
+        except CheckpointError as exc:  # name the request's setting and the CLI flag, not only the library's keyword
+            if "--no-resume" in str(exc):
+                raise
             raise CheckpointError(f"{exc} In a flow request: resume=false; on the CLI: --no-resume.") from None
     reporter.finish(result.status.name)
     return _store(result, settings, paths, checked, plan, t0)

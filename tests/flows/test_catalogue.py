@@ -63,6 +63,8 @@ def ws(tmp_path_factory) -> Workspace:
     np.save(d / "wide.npy", np.zeros((10, 5)))
     (d / "bad_preset.yaml").write_text(f"API_TOKEN={SECRET}\n")
     (d / "evil_preset.yaml").write_text(f"name: x\nstrategy: warp\nnote: {SECRET}\n")
+    (d / "broken_preset.yaml").write_text(f"API_KEY: {SECRET}: more\n")
+    (d / "value_preset.yaml").write_text(f"name: x\nstrategy: {SECRET}\n")
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -221,6 +223,8 @@ CASES = [
     Case("fit-nan-data", "library", _fit(ydata=np.r_[np.ones(49), np.nan]), ValueError, "ydata", "first at index 49"),
     Case("fit-strategy", "library", _fit(strategy="warp"), ValueError, "strategy", "allowed"),
     Case("fit-dunder-model", "library", _fit(f="__import__('os').system('id')"), ValueError, "f", "dunder"),
+    Case("fit-overflowing-model", "library", _fit(f="a*x**999999999", xdata=np.linspace(0.5, 2, 50), p0=[1.0]),
+         ValueError, "p0", "at point"),
     Case("fit-max-nfev-zero", "library", _fit(max_nfev=0), ValueError, "max_nfev", ">= 1"),
     # -- library: reading data -------------------------------------------------------------------------
     Case("io-complex-npz", "library", _inspect("complex"), ValueError, "y_key", "complex numbers"),
@@ -289,6 +293,10 @@ CASES = [
          "not valid", absent=(SECRET, "API_TOKEN")),
     Case("check-preset-bad-value", "check", _resolve("preset", "{d}/evil_preset.yaml"), ValueError, "preset",
          "strategy", absent=(SECRET,)),
+    Case("check-preset-broken-yaml", "check", _resolve("preset", "{d}/broken_preset.yaml"), ValueError, "preset",
+         "line 1, column", absent=(SECRET,)),
+    Case("check-preset-secret-value", "check", _resolve("preset", "{d}/value_preset.yaml"), ValueError, "preset",
+         "strategy", absent=(SECRET,)),
     Case("check-unsafe-model", "check", _resolve("model", "a*x.__class__"), ValueError, "model", "dunder"),
     Case("check-p0-beyond-bound", "check", _resolve("params", {"p0": [2, 0], "lower": [0, 0], "upper": [1, 1]}),
          ValueError, "p0", "upper bound"),
@@ -310,6 +318,8 @@ CASES = [
     Case("cli-http-storage", "cli", _cli("run", "--data", "{good}", "--model", "a*x+b", "--storage", "http://127.0.0.1:9/x"),
          None, "storage_uri", "read-only", env={"NLSQ_STORAGE_PROTOCOLS": "file,http"}, code=2),
     Case("cli-demo-negative-n", "cli", _cli("demo", "--n", "-5", "--dir", "{ws}/demo"), None, "--n", "outside", code=2),
+    Case("cli-inspect-incomplete", "cli", _cli("inspect", "{ws}/storage/runs/earlier-run"), None, "INCOMPLETE",
+         "manifest", code=1),
     Case("cli-inspect-nothing", "cli", _cli("inspect", "{ws}/data/nothing-here"), None, "nothing-here", "does not exist",
          code=2),
 ]

@@ -137,3 +137,17 @@ def test_damaged_npy_header_is_described_not_quoted(tmp_path):
     with pytest.raises(ValueError, match="the npy header is not valid") as err:
         inspect_data(str(tmp_path / "h.npy"))
     assert SECRET not in str(err.value)
+
+
+def test_a_nan_deep_in_the_data_is_named_by_its_point_in_the_first_pass(tmp_path):
+    """Item 7: the first pass checks every chunk as it reads it and names the point."""
+    from nlsq_tasks import fit_source
+
+    x = np.linspace(0, 1, 5000)
+    y = 2 * x + 1
+    y[4900] = np.nan
+    np.savez(tmp_path / "n.npz", x=x, y=y)
+    src = open_source(str(tmp_path / "n.npz"), chunk_size=1000)
+    with pytest.raises(Exception, match=r"y is not finite.*at point 4900") as err:
+        fit_source("a*x+b", src, p0=[1.0, 1.0], strategy="streaming")
+    assert "Traceback" not in str(err.value)
