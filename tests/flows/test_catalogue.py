@@ -274,7 +274,7 @@ CASES = [
          "storage.storage_options_block", "pattern"),
     Case("req-batch-glob-credentials", "request", _batch(glob=f"s3://k:{SECRET}@b/*.npz"), ValueError, "data.glob",
          "credentials"),
-    Case("req-batch-nothing", "request", _batch(), ValueError, "data", "uris or a glob"),
+    Case("req-batch-nothing", "request", _batch(), ValueError, "data", "a glob or a stack file"),
     # -- the flow's first checks (storage policy, preset, model, parameters) ---------------------------
     Case("policy-etc-passwd", "check", _policy(data="/etc/passwd"), ValueError, "data.uri", "NLSQ_STORAGE_ROOTS"),
     Case("policy-dotdot", "check", _policy(data="{ws}/data/../../../etc/hosts"), ValueError, "data.uri", "outside"),
