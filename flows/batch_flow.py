@@ -266,7 +266,8 @@ def batch_fit_flow(request: BatchFitRequest):
     """Fit one model to many data sets in batches; returns counts, the table URI and the artifact id."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    from .tasks import claim_run_dir
+    from .ownership import claim_run_dir, owner_record
+    from .tasks import _flow_run_id
 
     logger = get_run_logger()
     runner = dask_task_runner(request.executor)
@@ -285,7 +286,9 @@ def batch_fit_flow(request: BatchFitRequest):
     listing = list_datasets(request)
     # the run's own directory (<storage>/runs/<run name>/), claimed once the checks passed:
     # two batch runs on one storage never overwrite each other's tables
-    root = claim_run_dir(storage, run_name_default(), request.storage)["run_dir"]
+    # (a plain call, not a task: a batch keeps its task runs to the fit batches)
+    name = run_name_default()
+    root = claim_run_dir(storage, name, request.storage.resolved_options(), owner_record(name, _flow_run_id()))
     n = int(listing["n_sets"])
     if request.global_shared:
         out = fit_global_task(request, checked, listing, root)
