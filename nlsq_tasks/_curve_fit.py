@@ -290,8 +290,8 @@ def _infodict(model, target, y, sigma, popt, jac, result, *, whole: bool) -> dic
 def _pivoted_qr(J: np.ndarray, fvec: np.ndarray):
     """Householder QR with column pivoting (MINPACK's ``qrfac``): ``J P = Q R`` with
     ``|diag R|`` non-increasing. Returns ``fjac`` ``(p, m)`` whose transpose holds ``R`` in
-    its upper ``p x p`` triangle (``leastsq``'s layout), ``ipvt`` (1-based: column ``j`` of
-    ``P`` is column ``ipvt[j]`` of the identity) and ``qtf = (Q^T fvec)[:p]``."""
+    its upper ``p x p`` triangle (``leastsq``'s layout), ``ipvt`` (0-based, as SciPy returns
+    it: column ``j`` of ``P`` is column ``ipvt[j]`` of the identity) and ``qtf = (Q^T fvec)[:p]``."""
     A = np.array(J, dtype=np.float64, copy=True)
     b = np.array(fvec, dtype=np.float64, copy=True)
     m, p = A.shape
@@ -313,4 +313,4 @@ def _pivoted_qr(J: np.ndarray, fvec: np.ndarray):
     R = np.triu(A[:p, :p])
     fjac = np.zeros((p, m))
     fjac[:, :p] = R.T
-    return fjac, (perm + 1).astype(np.int32), b[:p]
+    return fjac, perm.astype(np.int32), b[:p]

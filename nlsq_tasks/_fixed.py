@@ -16,6 +16,8 @@ them), and ``FitResult.fixed`` names them, which ``summary()`` and ``report()`` 
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from typing import Any, Sequence
 
 import numpy as np
@@ -62,37 +64,15 @@ class Reduction:
 
     def __init__(self, model, names: Sequence[str], values: dict[str, float], lower: np.ndarray, upper: np.ndarray,
                  p0: np.ndarray | None):
-        from .models.base import Model
-
         self.names = list(names)
         self.values = dict(values)
         self.free = [i for i, n in enumerate(self.names) if n not in self.values]
-        full = np.array([self.values.get(n, np.nan) for n in self.names], dtype=np.float64)
         free = np.asarray(self.free)
         self.full_lower, self.full_upper = lower.copy(), upper.copy()
-        fn = model.fn if hasattr(model, "fn") else model
-        n_all = len(self.names)
-
-        def reduced(x, *q):
-            p = [full[i] for i in range(n_all)]
-            for k, i in enumerate(free):
-                p[i] = q[k]
-            return fn(x, *p)
-
-        reduced.__name__ = getattr(fn, "__name__", "model")
-        guess = getattr(model, "guess", None)
-
-        def reduced_guess(x, y):
-            g = guess(x, y) if callable(guess) else None
-            return None if g is None else np.asarray(g, dtype=np.float64)[free]
-
-        fixed_text = ",".join(f"{n}={v!r}" for n, v in sorted(self.values.items()))
-        ident = model.fingerprint() if callable(getattr(model, "fingerprint", None)) else repr(model)
-        self.model = Model(reduced, [self.names[i] for i in free], getattr(model, "name", reduced.__name__),
-                           guess=reduced_guess if callable(guess) else None, bounds=(lower[free], upper[free]),
-                           identity=f"{ident}|fixed:{fixed_text}")
+        self.model = _reduced_model(model, self.names, self.values, lower, upper)
         self.bounds = (lower[free], upper[free])
         self.p0 = None if p0 is None else p0[free]
+
 
     def reduce_jac(self, jac):
         """A callable ``jac(x, *p) -> (n, p)`` of every parameter as one of the free ones."""
@@ -121,6 +101,56 @@ class Reduction:
         result.lower, result.upper = self.full_lower, self.full_upper
         result.fixed = [name for name in self.names if name in self.values]
         return result
+
+
+# Reduced models by (model, fixed values, bounds): the solver's compile cache is keyed on
+# the model function, so a repeated fit with the same parameters fixed reuses its compiled loop.
+_REDUCED: "OrderedDict[Any, Any]" = OrderedDict()
+_REDUCED_MAX = 64
+_REDUCED_LOCK = threading.Lock()
+
+
+def _reduced_model(model, names, values, lower, upper):
+    from .models.base import Model
+
+    fn = model.fn if hasattr(model, "fn") else model
+    ident = model.fingerprint() if callable(getattr(model, "fingerprint", None)) else repr(model)
+    key = (fn, ident, tuple(names), tuple(sorted(values.items())), tuple(lower.tolist()), tuple(upper.tolist()))
+    try:
+        with _REDUCED_LOCK:
+            hit = _REDUCED.get(key)
+    except TypeError:  # an unhashable model function: not cached
+        key, hit = None, None
+    if hit is not None:
+        return hit
+    self_names = list(names)
+    free = np.asarray([i for i, n in enumerate(self_names) if n not in values])
+    full = np.array([values.get(n, np.nan) for n in self_names], dtype=np.float64)
+    n_all = len(self_names)
+
+    def reduced(x, *q):
+        p = [full[i] for i in range(n_all)]
+        for k, i in enumerate(free):
+            p[i] = q[k]
+        return fn(x, *p)
+
+    reduced.__name__ = getattr(fn, "__name__", "model")
+    guess = getattr(model, "guess", None)
+
+    def reduced_guess(x, y):
+        g = guess(x, y) if callable(guess) else None
+        return None if g is None else np.asarray(g, dtype=np.float64)[free]
+
+    fixed_text = ",".join(f"{n}={v!r}" for n, v in sorted(values.items()))
+    out = Model(reduced, [self_names[i] for i in free], getattr(model, "name", reduced.__name__),
+                guess=reduced_guess if callable(guess) else None, bounds=(lower[free], upper[free]),
+                identity=f"{ident}|fixed:{fixed_text}")
+    if key is not None:
+        with _REDUCED_LOCK:
+            _REDUCED[key] = out
+            while len(_REDUCED) > _REDUCED_MAX:  # bounded: drops the oldest
+                _REDUCED.popitem(last=False)
+    return out
 
 
 def split_fixed(f, p0, bounds, fixed, *, model_bounds: bool, unbounded) -> Reduction | None:

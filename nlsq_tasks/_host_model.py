@@ -30,9 +30,11 @@ evaluated it at ``p0`` and reported any error there.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import warnings
+from collections import OrderedDict
 from typing import Any, Callable
 
 import numpy as np
@@ -218,6 +220,146 @@ class HostFunction:
     def __repr__(self) -> str:
         kind = "callable jac" if callable(self.scheme) else self.scheme
         return f"HostFunction({self.__name__}, {self.n_params} params, {kind}{', whole x' if self.is_whole else ''})"
+
+
+# One HostFunction per (f, n_params, jac, bounds): the solver's compile cache is keyed on
+# the model function, so a repeated fit of the same NumPy model reuses its compiled loop.
+_HOSTS: "OrderedDict[Any, HostFunction]" = OrderedDict()
+_HOSTS_MAX = 64
+_HOSTS_LOCK = threading.Lock()
+
+
+def host_function(f: Callable, n_params: int, *, jac: Any = None, lower=None, upper=None) -> HostFunction:
+    """The (cached) pointwise :class:`HostFunction` of ``f``."""
+    lo = None if lower is None else tuple(np.asarray(lower, np.float64).tolist())
+    hi = None if upper is None else tuple(np.asarray(upper, np.float64).tolist())
+    key = (f, int(n_params), jac, lo, hi)
+    try:
+        hash(key)
+    except TypeError:  # unhashable f or jac: not cached
+        return HostFunction(f, n_params, None, jac=jac, lower=lower, upper=upper)
+    with _HOSTS_LOCK:
+        host = _HOSTS.get(key)
+        if host is None:
+            host = _HOSTS[key] = HostFunction(f, n_params, None, jac=jac, lower=lower, upper=upper)
+            while len(_HOSTS) > _HOSTS_MAX:  # bounded: drops the oldest
+                _HOSTS.popitem(last=False)
+        else:
+            _HOSTS.move_to_end(key)
+    return host
+
+
+# -- one compiled solver for every host model ----------------------------------------------
+# The solver's compile cache is keyed on the model function. A HostFunction is a new
+# function per NumPy model, so every new model (every lambda in a loop) would compile the
+# whole solver again (seconds). For in-memory fits the front door instead registers the
+# HostFunction under an integer handle and passes the handle as one extra row of x; the
+# model the solver sees is the HostDispatch of its parameter count, the same object for
+# every NumPy model, so they all share one compiled solver per data shape.
+_REGISTRY: "OrderedDict[int, HostFunction]" = OrderedDict()
+_REGISTRY_MAX = 4096
+_HANDLES = itertools.count(1)
+
+
+def register(host: HostFunction) -> int:
+    """The handle of ``host`` (registered once; the registry keeps the newest 4096)."""
+    with _HOSTS_LOCK:
+        handle = getattr(host, "handle", None)
+        if handle is None or handle not in _REGISTRY:
+            handle = host.handle = next(_HANDLES)
+        _REGISTRY[handle] = host
+        _REGISTRY.move_to_end(handle)
+        while len(_REGISTRY) > _REGISTRY_MAX:  # bounded: drops the oldest
+            _REGISTRY.popitem(last=False)
+    return handle
+
+
+def _lookup(xh) -> tuple[HostFunction, np.ndarray]:
+    xh = np.asarray(xh)
+    with _HOSTS_LOCK:
+        host = _REGISTRY[int(xh[-1, 0])]
+    x = xh[:-1]
+    return host, (x[0] if x.shape[0] == 1 else x)
+
+
+def _dispatch_values(xh, p):
+    try:
+        host, x = _lookup(xh)
+    except (KeyError, IndexError):  # no handle row: cannot happen through the front door
+        return np.full(np.shape(xh)[-1], np.nan)
+    return host.host_values(x, p)
+
+
+def _dispatch_values_and_jacobian(xh, p):
+    try:
+        host, x = _lookup(xh)
+    except (KeyError, IndexError):
+        m = np.shape(xh)[-1]
+        return np.full(m, np.nan), np.full((m, np.shape(p)[-1]), np.nan)
+    return host.host_values_and_jacobian(x, p)
+
+
+class HostDispatch:
+    """The JAX side of every registered host model with ``n_params`` parameters: called as
+    ``fn(xh, *params)`` where the last row of ``xh`` holds the model's handle."""
+
+    def __init__(self, n_params: int):
+        self.n_params = int(n_params)
+        self.__name__ = f"host_model_{n_params}"
+        self._jax_fn = None
+
+    def _build(self):
+        import jax
+        import jax.numpy as jnp
+
+        n_params = self.n_params
+
+        @jax.custom_jvp
+        def evaluate(xh, p):
+            return jax.pure_callback(_dispatch_values, jax.ShapeDtypeStruct(xh.shape[-1:], jnp.float64), xh, p,
+                                     vmap_method="sequential")
+
+        @evaluate.defjvp
+        def evaluate_jvp(primals, tangents):
+            xh, p = primals
+            _, tp = tangents
+            m = xh.shape[-1]
+            f, J = jax.pure_callback(
+                _dispatch_values_and_jacobian,
+                (jax.ShapeDtypeStruct((m,), jnp.float64), jax.ShapeDtypeStruct((m, n_params), jnp.float64)),
+                xh, p, vmap_method="sequential",
+            )
+            return f, J @ tp
+
+        return evaluate
+
+    def __call__(self, xh, *params):
+        import jax.numpy as jnp
+
+        if self._jax_fn is None:
+            self._jax_fn = self._build()
+        p = jnp.stack([jnp.asarray(v, jnp.float64) for v in params])
+        return self._jax_fn(jnp.asarray(xh, jnp.float64), p)
+
+    def __repr__(self) -> str:
+        return f"HostDispatch({self.n_params} params)"
+
+
+_DISPATCH: dict[int, HostDispatch] = {}
+
+
+def dispatcher(n_params: int) -> HostDispatch:
+    with _HOSTS_LOCK:
+        d = _DISPATCH.get(int(n_params))
+        if d is None:
+            d = _DISPATCH[int(n_params)] = HostDispatch(n_params)
+        return d
+
+
+def with_handle_row(x: np.ndarray, handle: int) -> np.ndarray:
+    """``x`` (``(n,)`` or ``(k, n)``) with the handle appended as its last row."""
+    x2 = x[None, :] if x.ndim == 1 else x
+    return np.concatenate([np.asarray(x2, np.float64), np.full((1, x2.shape[-1]), float(handle))], axis=0)
 
 
 def check_host_model(host: HostFunction, x, p0: np.ndarray, names, n_points: int) -> np.ndarray:

@@ -25,12 +25,23 @@ from __future__ import annotations
 
 import copy
 import logging
+import threading
+from collections import OrderedDict
 from typing import Any, Sequence
 
 import numpy as np
 
 from . import _validate as V
-from ._host_model import HostFunction, check_host_model, note_numpy_model, traces_with_jax
+from ._host_model import (
+    HostFunction,
+    check_host_model,
+    dispatcher,
+    host_function,
+    note_numpy_model,
+    register,
+    traces_with_jax,
+    with_handle_row,
+)
 
 logger = logging.getLogger("nlsq_tasks")
 
@@ -64,10 +75,15 @@ def is_whole(model) -> bool:
 
 
 def engine_data(model, data: "V.Data") -> "V.Data":
-    """The data as the solver takes them: indices in place of ``x`` for a whole model."""
-    if not is_whole(model):
+    """The data as the solver takes them: indices in place of ``x`` for a whole model, and
+    a dispatched host model's handle as an extra row of ``x``."""
+    x = np.arange(data.n_points, dtype=np.float64) if is_whole(model) else data.x
+    handle = getattr(model, "host_handle", None)
+    if handle is not None:
+        x = with_handle_row(x, handle)
+    if x is data.x:
         return data
-    return V.Data(np.arange(data.n_points, dtype=np.float64), data.y, data.sigma, data.omitted)
+    return V.Data(x, data.y, data.sigma, data.omitted)
 
 
 def prepare_model(model, x: np.ndarray, p0: np.ndarray, names: Sequence[str], *, n_points: int, jac: Any = None,
@@ -78,24 +94,62 @@ def prepare_model(model, x: np.ndarray, p0: np.ndarray, names: Sequence[str], *,
     fn = model.fn if hasattr(model, "fn") else model
     sampled = x.shape[-1] < n_points
     if isinstance(fn, HostFunction):  # already host-wrapped (curve_fit with xdata=None)
+        return model if sampled else _dispatched(model, fn)
+    key = _key(fn, x, p0)
+    if key is not None and _SEEN.get(key) is True:  # a traceable, pointwise model seen before on this shape
+        V.check_model_at_p0(fn, x if x.shape[-1] <= FULL_CHECK_POINTS else _prefix(x, PREFIX_POINTS), p0, names)
+        if jac is not None:
+            V.check_jac_at_p0(fn, jac, _prefix(x, PREFIX_POINTS), p0, names)
         return model
     failure = traces_with_jax(fn, x if x.shape[-1] <= FULL_CHECK_POINTS else _prefix(x, PREFIX_POINTS), p0)
     if failure is not None:
         return _host(model, fn, failure, x, p0, names, jac=jac, lower=lower, upper=upper, sampled=sampled)
-    return _traced(model, fn, x, p0, names, jac=jac, sampled=sampled)
+    out = _traced(model, fn, x, p0, names, jac=jac, sampled=sampled)
+    if key is not None and out is model:
+        _remember(key)
+    return out
+
+
+# Traceable, pointwise models already checked, keyed by (model, x shape, n params): the
+# trace and the pointwise comparison are what cost; a repeated fit only re-evaluates.
+_SEEN: "OrderedDict[Any, bool]" = OrderedDict()
+_SEEN_MAX = 256
+_SEEN_LOCK = threading.Lock()
+
+
+def _key(fn, x, p0):
+    key = (fn, x.shape, len(p0))
+    try:
+        hash(key)
+    except TypeError:  # an unhashable callable: no memo
+        return None
+    return key
+
+
+def _remember(key) -> None:
+    with _SEEN_LOCK:
+        _SEEN[key] = True
+        while len(_SEEN) > _SEEN_MAX:  # bounded: drops the oldest
+            _SEEN.popitem(last=False)
 
 
 def _host(model, fn, failure, x, p0, names, *, jac, lower, upper, sampled):
-    host = HostFunction(fn, len(names), x.shape[-1], jac=jac, lower=lower, upper=upper)
+    host = host_function(fn, len(names), jac=jac, lower=lower, upper=upper)
     values = check_host_model(host, x, p0, names, x.shape[-1])
     note_numpy_model(getattr(model, "name", host.__name__), failure)
     if not _pointwise_host(host, x, p0, values):
         if sampled:
             raise _not_pointwise(names)
-        host.whole, host.is_whole = x, True
+        whole = HostFunction(fn, len(names), x.shape[-1], jac=jac, lower=lower, upper=upper, whole=x, is_whole=True)
         _note_whole()
-        return _with_fn(model, host, whole_data=True, host_model=True)
-    return _with_fn(model, host, host_model=True)
+        return _dispatched(_with_fn(model, whole, whole_data=True), whole)
+    return _with_fn(model, host, host_model=True) if sampled else _dispatched(model, host)
+
+
+def _dispatched(model, host: HostFunction):
+    """In-memory fits: the shared HostDispatch, with the model's handle as an extra row of x
+    (see _host_model: every NumPy model then shares one compiled solver)."""
+    return _with_fn(model, dispatcher(host.n_params), host_model=True, host_handle=register(host))
 
 
 def _pointwise_host(host: HostFunction, x, p0, values) -> bool:

@@ -103,7 +103,7 @@ def _resolve_goal(goal):
         g = OptimizationGoal.coerce(goal)
     except (TypeError, ValueError) as exc:
         valid = ", ".join(m.name.lower() for m in OptimizationGoal)
-        raise V.FitInputError("goal", goal, f"goal={goal!r} is not valid; allowed: {valid} (or None).") from exc
+        raise V.FitInputError("goal", goal, f"Unknown goal {goal!r}; allowed: {valid} (or None).") from exc
     return None if g is None else OptimizationGoal.normalize(g)
 
 
@@ -123,7 +123,8 @@ def _resolve_workflow(workflow):
         raise V.FitInputError(
             "workflow",
             workflow,
-            f"workflow={workflow!r} is not valid: {exc} (allowed: {', '.join(map(repr, list_presets()))})",
+            f"Unknown workflow {workflow!r}: {exc} (allowed: 'auto', "
+            f"{', '.join(map(repr, list_presets()))}, or a preset YAML path)",
         ) from exc
 
 

@@ -263,7 +263,7 @@ def fit_source(
         V.check_enough_points(data.n_points, plan.names)
         if data.omitted:
             plan.notes.append(f"nan_policy='omit' dropped {data.omitted} point(s) with NaN or inf.")
-        result = _run_arrays(plan, data)
+        result = _run_arrays(plan, engine_data(plan.model, data))
     result.data_uri = getattr(source, "uri", None)
     return _finish(result, plan, t0, t_prep)
 

@@ -213,7 +213,8 @@ def test_unknown_model_name():
 
 # -- names: workflow, goal, method, loss, strategy, keywords --------------------------
 def test_unknown_workflow_lists_presets():
-    refuse(FitInputError, "workflow", "'nope'", "'auto'", "'quality'", "'standard'", p0=P0, workflow="nope")
+    refuse(FitInputError, "workflow", "Unknown workflow 'nope'", "'auto'", "'quality'", "'standard'", p0=P0,
+           workflow="nope")
 
 
 def test_missing_preset_file():
@@ -221,7 +222,8 @@ def test_missing_preset_file():
 
 
 def test_unknown_goal_lists_goals():
-    refuse(FitInputError, "goal", "'fastest'", "fast", "robust", "quality", "memory_efficient", p0=P0, goal="fastest")
+    refuse(FitInputError, "goal", "Unknown goal 'fastest'", "fast", "robust", "quality", "memory_efficient", p0=P0,
+           goal="fastest")
 
 
 def test_unknown_method_lists_methods():
