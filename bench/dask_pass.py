@@ -117,7 +117,7 @@ def main() -> None:
         make_npy(paths[n], n)
         print(f"data: {n:.0e} points, {os.path.getsize(paths[n]) / 1e9:.2f} GB at {paths[n]} "
               f"({time.perf_counter() - t:.1f} s to write)")
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                       host="127.0.0.1") as cluster, Client(cluster) as client:
         workers = sorted(client.scheduler_info()["workers"])
         print(f"cluster: LocalCluster, {len(workers)} worker processes x 1 thread, os.cpu_count()={os.cpu_count()}")

@@ -26,7 +26,7 @@ def dask_task_runner(executor: str) -> Any:
         return DaskTaskRunner(address=choice.address)
     return DaskTaskRunner(cluster_class="distributed.LocalCluster",
                           cluster_kwargs={"n_workers": choice.n_workers, "threads_per_worker": 1, "processes": True,
-                                          "dashboard_address": None})
+                                          "dashboard_address": "127.0.0.1:0", "host": "127.0.0.1"})
 
 
 def running_on_dask() -> bool:

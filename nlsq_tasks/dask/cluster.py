@@ -106,8 +106,9 @@ def connect(choice: Any) -> Iterator[Any]:
         return
     # processes: JAX is not fork-safe and holds the GIL while compiling; one thread per
     # worker so that the worker count is the parallelism the fit records.
+    # Loopback only (scheduler, workers, the HTTP endpoint): it serves this process alone.
     cluster = LocalCluster(n_workers=choice.n_workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, host="127.0.0.1")
+                           dashboard_address="127.0.0.1:0", host="127.0.0.1")
     try:
         client = Client(cluster)
         try:
