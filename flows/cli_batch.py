@@ -45,6 +45,9 @@ def add_parser(sub) -> None:
     b.add_argument("--sigma", help="sigma column/key")
     b.add_argument("--ignore-sigma", action="store_true", dest="ignore_sigma")
     b.add_argument("--absolute-sigma", action="store_true", dest="absolute_sigma")
+    b.add_argument("--executor", default="local",
+                   help="where the fit tasks run: local (default, threads), local-cluster:N (a temporary Dask "
+                        "cluster of N worker processes) or a Dask scheduler address tcp://host:8786")
     b.add_argument("--json", action="store_true", help="print the flow's return value as JSON")
     b.set_defaults(func=cmd_batch)
 
@@ -62,7 +65,7 @@ def build_request(args):
     payload = {
         "data": data, "model": args.model, "preset": args.preset, "goal": args.goal, "storage_uri": args.storage,
         "absolute_sigma": args.absolute_sigma, "plot": False, "batch_size": args.batch_size,
-        "max_concurrency": args.max_concurrency, "global_shared": args.shared,
+        "max_concurrency": args.max_concurrency, "global_shared": args.shared, "executor": args.executor,
     }
     for name in ("p0", "lower", "upper"):
         if getattr(args, name) is not None:

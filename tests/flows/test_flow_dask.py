@@ -87,3 +87,20 @@ def test_batch_flow_runs_its_fit_tasks_on_a_dask_task_runner(cluster, tmp_path):
     # the three fit-batch tasks ran on the cluster's workers (the task stream lists what they ran)
     ran = [t["key"] for t in stream.data]
     assert sum(str(k).startswith("fit_batch_task-") for k in ran) == 3, ran
+
+
+def test_cli_executor_flags_reach_the_requests(capsys):
+    """`nlsq-flow run/batch --executor ...` build requests naming it; a bad choice exits 2 naming it."""
+    from flows.cli import _build_request, _parser, main
+    from flows.cli_batch import build_request
+
+    args = _parser().parse_args(["run", "--data", "x.npz", "--model", "a*x", "--executor", "tcp://h:8786"])
+    assert _build_request(args).executor == "tcp://h:8786"
+    args = _parser().parse_args(["batch", "--data", "x/*.npz", "--model", "a*x", "--executor", "local-cluster:2"])
+    assert build_request(args).executor == "local-cluster:2"
+
+    assert main(["batch", "--data", "x/*.npz", "--model", "a*x", "--executor", "spark://h:1"]) == 2
+    assert "executor" in capsys.readouterr().err
+    assert main(["run", "--data", "x.npz", "--model", "a*x", "--executor", "local-cluster:0"]) == 2
+    err = capsys.readouterr().err
+    assert "executor" in err and "local-cluster:0" in err
