@@ -53,15 +53,17 @@ def _quiet_prefect_defaults(prefect_home: Optional[str] = None) -> None:
     # Failures are reported by the CLI itself, in one line naming the field: Prefect's
     # console records of them (with tracebacks) stay out of the terminal. They still reach
     # the API's logs; other warnings still show.
-    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs"):
+    for name in ("", "prefect", "prefect.flow_runs", "prefect.task_runs"):  # "": the root's console handler
         for handler in logging.getLogger(name).handlers:
             if isinstance(handler, logging.StreamHandler) and not any(isinstance(f, _NoErrorRecords) for f in handler.filters):
                 handler.addFilter(_NoErrorRecords())
 
 
 class _NoErrorRecords(logging.Filter):
+    """Drops Prefect's error records (with their tracebacks) from the terminal only."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < logging.ERROR
+        return record.levelno < logging.ERROR or not record.name.startswith("prefect")
 
 
 @contextmanager

@@ -82,3 +82,18 @@ def test_inspect_nothing_there(tmp_path, capsys):
 
     assert main(["inspect", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_fit_that_does_not_succeed_sets_the_exit_code(tmp_path, prefect_api_url):
+    """Issue 14, item 3: exit 1 by default, 3 with --on-failed-fit warn; one line, no traceback."""
+    data = write_npz(tmp_path / "d.npz", 2000)
+    args = ["run", "--data", data, "--model", "a*exp(-b*x) + c", "--p0", 50, 9, -20, "--preset", "standard",
+            "--max-nfev", 2, "--no-plot", "--storage", tmp_path / "out"]
+    env = {"PREFECT_API_URL": prefect_api_url}
+    failed = _cli(*args, env=env)
+    assert failed.returncode == 1, failed.stderr[-3000:]
+    assert "did not succeed" in failed.stderr and "Traceback" not in failed.stderr + failed.stdout
+    warned = _cli(*args, "--on-failed-fit", "warn", "--json", env=env)
+    assert warned.returncode == 3, warned.stderr[-3000:]
+    assert json.loads(warned.stdout)["fit_failed"] is True and "completed with warnings" in warned.stderr
+    assert len(list((tmp_path / "out" / "runs").iterdir())) == 2  # both results kept, side by side

@@ -96,6 +96,8 @@ def test_two_runs_on_one_storage_write_beside_each_other(prefect_harness, decay_
     assert first.is_completed(), failure_message(first)
     first_dir = Path(first.result()["uris"]["results_dir"])
     before = {p.name: p.read_bytes() for p in first_dir.iterdir()}
+    # the stored plan says how the data were scanned for NaN/inf (item 7)
+    assert "in memory before the fit" in json.loads((first_dir / "request.json").read_text())["plan"]["data_scan"]
     second = fit_flow(_request(decay_npz, tmp_path, p0=[2.0, 0.5, 0.0]), return_state=True)
     assert second.is_completed(), failure_message(second)
     second_dir = Path(second.result()["uris"]["results_dir"])
@@ -139,3 +141,10 @@ def test_hpc_scripts_end_with_the_cli_exit_code(tmp_path, script, code):
                          cwd=str(tmp_path))
     assert "ran nlsq-flow run" in out.stdout, out.stdout + out.stderr
     assert out.returncode == code, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("strategy, words", [("streaming", "as the first pass reads it"), ("standard", "in memory before the fit")])
+def test_the_plan_says_how_the_data_are_scanned_for_nan(strategy, words):
+    from flows.tasks import data_scan_note
+
+    assert words in data_scan_note(strategy)

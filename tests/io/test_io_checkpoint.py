@@ -90,6 +90,7 @@ def test_legacy_root_checkpoint_of_another_problem_is_refused(tmp_path):
     with pytest.raises(CheckpointMismatchError, match="belongs to a different problem") as err:
         cs.load_latest("problem-B" * 4)
     assert err.value.found == "problem-A" * 4
+    assert "--no-resume on the nlsq-flow CLI" in str(err.value)  # the advice names the CLI flag too
 
 
 def test_a_flipped_header_byte_is_damage_not_another_problem(tmp_path, caplog):
