@@ -4,7 +4,7 @@ Order of work, as for a single fit: validate every argument and every data set (
 name the data set, the argument and the value), plan (the same planner as :func:`~nlsq_tasks.fit`,
 once per tolerance tier present in the batch, so every fit gets the options it would get
 alone), then run the trust-region loop ``vmap``-ed over the sets (:mod:`._solver`), in
-blocks sized by the memory budget, and build one :class:`~.result.BatchFitResult`.
+lanes refilled between rounds (sized by K and the memory budget), and build one :class:`~.result.BatchFitResult`.
 
 Each fit in the batch equals the same fit done alone with :func:`~nlsq_tasks.fit` (same
 start, bounds, tolerances, loss) to roundoff: the loop, the data pass and the covariance
@@ -32,6 +32,11 @@ from .result import BatchFitResult, batched_covariance
 # accelerator needs large blocks to fill it (Gpufit: 1e5 fits and more per call).
 MAX_BLOCK_CPU = 1 << 16
 MAX_BLOCK_ACCELERATOR = 1 << 20
+# Lanes (see _solver.solve_lanes): about K / LANE_FILLS of them, so that finished fits are
+# replaced by waiting ones and only the last few rounds run part-empty; at least MIN_LANES
+# (vectorization across fits needs some width; per-round host work is per call).
+LANE_FILLS = 8
+MIN_LANES = 256
 _OPTION_KEYS = ("loss", "f_scale", "x_scale", "max_nfev", "ftol", "xtol", "gtol")
 
 
@@ -69,9 +74,10 @@ def fit_batch(
     bounds : as :func:`~nlsq_tasks.fit` (shared), or ``(lower, upper)`` with ``(K, P)`` sides
         (per set). Left at the default, a built-in model's own bounds apply.
     nan_policy : None, 'raise' or 'omit' (per set: its non-finite points are dropped).
-    block_size : fits per compiled call (default: as many as the memory budget allows
-        (GPU memory on a GPU), at most 65 536 on a CPU and 2**20 on an accelerator, split
-        over every local device).
+    block_size : lanes, the fits one compiled call runs side by side (a finished fit's
+        lane takes the next waiting one between rounds); default: about K/8 (at least 256),
+        no more than the memory budget allows (GPU memory on a GPU), at most 65 536 on a
+        CPU and 2**20 on an accelerator, split over every local device.
     labels : names of the data sets (file names...), used in the table.
     invalid : 'raise' (default: a set that cannot be fitted -- too few points, all NaN --
         raises) or 'skip' (its row gets status INVALID_INPUT and the error; the others fit).
@@ -230,8 +236,10 @@ def block_plan(k: int, n_points: int, n_params: int, n_features: int, block_size
     if block_size is not None:
         size, why = block_size, "requested"
     else:
-        size = min(bucket_size(k), by_memory, cap)
-        why = "memory budget" if size == by_memory else ("batch size" if size == bucket_size(k) else "block cap")
+        lanes = max(MIN_LANES, bucket_size(-(-k // LANE_FILLS)))
+        size = min(bucket_size(k), by_memory, cap, lanes)
+        why = ("memory budget" if size == by_memory else "batch size" if size == bucket_size(k)
+               else "lanes" if size == lanes else "block cap")
     size = max(devices, -(-size // devices) * devices)
     return {"block_size": int(size), "n_blocks": -(-k // size), "devices": devices, "reason": why,
             "fits_per_block_by_memory": by_memory}
@@ -241,24 +249,12 @@ def _run_blocks(fn, loss, stack: Stack, starts, lower, upper, tols, f_scale, max
                 memory_limit_gb, n_params):
     k = stack.n_sets
     blocks = block_plan(k, int(stack.y.shape[1]), n_params, stack.n_features, block_size, memory_limit_gb)
-    size = blocks["block_size"]
-    filler = next(i for i in range(k) if i not in stack.errors)
-    parts, compile_s, run_s = [], 0.0, 0.0
-    for b in range(blocks["n_blocks"]):
-        idx = np.arange(b * size, (b + 1) * size)
-        idx = np.where(idx < k, idx, filler)  # the last block is topped up with a copy: same shape, no recompile
-        out, t = _solver.solve_block(
-            fn, loss, stack.tile, starts[idx], lower[idx], upper[idx], stack.x[idx], stack.y[idx],
-            None if stack.sigma is None else stack.sigma[idx], stack.n_valid[idx], tols[idx],
-            f_scale, max_nfev, x_scale,
-        )
-        parts.append(out)
-        compile_s += t["compile_s"]
-        run_s += t["run_s"]
-    import jax
-
-    out = jax.tree_util.tree_map(lambda *a: np.concatenate(a)[:k], *parts)
-    return out, blocks, {"compile": compile_s, "run": run_s}
+    out, t = _solver.solve_lanes(
+        fn, loss, stack.tile, blocks["block_size"], starts, lower, upper, stack.x, stack.y, stack.sigma,
+        stack.n_valid, tols, f_scale, max_nfev, x_scale,
+    )
+    blocks["rounds"] = t["rounds"]
+    return out, blocks, {"compile": t["compile_s"], "run": t["run_s"]}
 
 
 def _assemble(out, stack: Stack, names, lower, upper, tols, options, absolute_sigma, labels) -> BatchFitResult:

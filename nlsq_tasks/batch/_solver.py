@@ -1,10 +1,12 @@
 """The trust-region loop ``vmap``-ed over data sets, compiled once per shape.
 
-:func:`~nlsq_tasks.engine.loop.solve` is a pure function of arrays, so ``jax.vmap`` over
-its data arguments gives ``K`` independent fits in one XLA computation. Under ``vmap`` the
-``lax.while_loop`` runs while *any* fit is still running and selects, for every fit, the
-old carry when its own predicate is false: a finished fit is frozen bit for bit while the
-others iterate, and each fit stops on its own criteria (status, ``nfev``, ``nit``).
+The single fit's loop (:func:`~nlsq_tasks.engine.loop.drive_from` over the in-memory pass,
+as :func:`~nlsq_tasks.engine.loop.solve` runs it) is a pure function of arrays, so
+``jax.vmap`` over its data arguments gives many independent fits in one XLA computation.
+Under ``vmap`` the ``lax.while_loop`` runs while *any* fit is still running and selects,
+for every fit, the old carry when its own predicate is false: a finished fit is frozen bit
+for bit while the others iterate, and each fit stops on its own criteria (status, ``nfev``,
+``nit``). The fits run in lanes, refilled between bounded rounds (:func:`solve_lanes`).
 
 Per fit: start, bounds, data, sigma, number of real points and the three tolerances (they
 follow each set's size, as a single fit's adaptive tolerances do). Shared: model, loss,
@@ -24,24 +26,18 @@ from collections import OrderedDict
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from ..engine.loop import LoopOutput, solve
-from ..engine.trust_region import TRSettings
+from ..engine.loop import LoopOutput, drive_from
+from ..engine.normal_eqs import centered_sum_squares, zero_normal_eqs
+from ..engine.passes import Layout, NormalEquationsPass, in_graph_executor
+from ..engine.trust_region import RUNNING, TRSettings, tr_init
 
 _CACHE_SIZE = 32
 _COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}  # as engine.loop: p x p kernels gain nothing
 _cache: OrderedDict[Any, Any] = OrderedDict()
 _lock = threading.Lock()
-
-
-def _vmapped(fn, loss: str, tile: int, has_sigma: bool, has_x_scale: bool):
-    def one(p0, lower, upper, x, y, sigma, n_valid, ftol, xtol, gtol, f_scale, max_nfev, x_scale):
-        settings = TRSettings(ftol, xtol, gtol, max_nfev, x_scale)
-        return solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, settings)
-
-    in_axes = (0, 0, 0, 0, 0, 0 if has_sigma else None, 0, 0, 0, 0, None, None, None)
-    return jax.vmap(one, in_axes=in_axes)
 
 
 def _mesh():
@@ -57,61 +53,133 @@ def n_devices() -> int:
     return max(1, len(jax.local_devices()))
 
 
-def _place(args, mesh):
-    """Per-fit arrays split over the devices along their first axis; shared ones replicated."""
-    if mesh is None:
-        return args
-    from jax.sharding import NamedSharding, PartitionSpec
-
-    split, whole = NamedSharding(mesh, PartitionSpec("fits")), NamedSharding(mesh, PartitionSpec())
-    out = []
-    for i, a in enumerate(args):
-        if a is None:
-            out.append(None)
-        else:
-            out.append(jax.device_put(a, split if i < 10 else whole))
-    return tuple(out)
-
-
 def _sig(a):
     return None if a is None else (tuple(np.shape(a)), str(a.dtype))
-
-
-def solve_block(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, tols, f_scale, max_nfev, x_scale) -> tuple[LoopOutput, dict]:
-    """Run one block of fits (leading axis ``B``); returns host arrays and timings.
-
-    ``tols`` is ``(B, 3)`` (ftol, xtol, gtol per fit). The executable is cached on
-    (model, loss, tile, shapes, number of devices), so blocks of one shape compile once.
-    """
-    args = (
-        np.asarray(p0, np.float64), np.asarray(lower, np.float64), np.asarray(upper, np.float64),
-        x, y, sigma, np.asarray(n_valid, np.int64),
-        np.ascontiguousarray(tols[:, 0]), np.ascontiguousarray(tols[:, 1]), np.ascontiguousarray(tols[:, 2]),
-        np.float64(f_scale), np.int32(max_nfev), None if x_scale is None else np.asarray(x_scale, np.float64),
-    )
-    mesh = _mesh()
-    key = (fn, loss, int(tile), tuple(_sig(a) for a in args), 0 if mesh is None else len(mesh.devices))
-    with _lock:
-        exe = _cache.get(key)
-        if exe is not None:
-            _cache.move_to_end(key)
-    placed = _place(args, mesh)
-    compile_s = 0.0
-    if exe is None:
-        t0 = time.perf_counter()
-        jitted = jax.jit(_vmapped(fn, loss, int(tile), sigma is not None, x_scale is not None))
-        exe = jitted.lower(*placed).compile(compiler_options=_COMPILER_OPTIONS)
-        compile_s = time.perf_counter() - t0
-        with _lock:
-            _cache[key] = exe
-            while len(_cache) > _CACHE_SIZE:
-                _cache.popitem(last=False)
-    t0 = time.perf_counter()
-    out = jax.device_get(exe(*placed))
-    return out, {"compile_s": compile_s, "run_s": time.perf_counter() - t0}
 
 
 def clear_cache() -> None:
     with _lock:
         _cache.clear()
 
+
+
+# -- lanes: finished fits make room for waiting ones ---------------------------------------
+# Under vmap a while_loop runs every fit of a block until the slowest stops: with a mean of
+# ~9 evaluations and a maximum of ~21 (1e4 decays of 100 points), more than half of the
+# block's work was spent on fits that had already stopped. Lanes run the loop in rounds of
+# at most ROUND_EVALUATIONS evaluations (``drive_from`` with a per-fit ``stop_nfev``, which
+# resumes exactly where it stopped: the iterates are those of one uninterrupted loop);
+# between rounds the host hands each finished lane's result out and gives the lane the next
+# waiting fit. One executable serves every round. Short rounds waste less (a fit that stops
+# mid-round idles till its end), long ones pay the per-call overhead less often.
+ROUND_EVALUATIONS = 3
+
+
+def _lanes_fn(fn, loss: str, tile: int, has_sigma: bool, has_x_scale: bool):
+    def one(carry, fresh, stop_nfev, p0, lower, upper, x, y, sigma, n_valid, ftol, xtol, gtol, f_scale, max_nfev,
+            x_scale):
+        settings = TRSettings(ftol, xtol, gtol, max_nfev, x_scale)
+        # A fresh lane starts as engine.loop.drive starts: the placeholder state, not started.
+        start = tr_init(p0, zero_normal_eqs(p0.shape[0]), lower, upper, settings)
+        start = (start._replace(status=jnp.asarray(RUNNING, jnp.int32)), jnp.asarray(False))
+        carry = jax.tree_util.tree_map(lambda a, b: jnp.where(fresh, a, b), start, carry)
+        evaluate = in_graph_executor(NormalEquationsPass(fn, loss), Layout(x, y, sigma, n_valid, tile), f_scale)
+        carry = drive_from(evaluate, carry, p0, lower, upper, settings, stop_nfev=stop_nfev)
+        state = carry[0]
+        sst = centered_sum_squares(y, n_valid, state.neq.sum_y / jnp.maximum(state.neq.count, 1.0))
+        return carry, sst
+
+    in_axes = (0,) * 8 + (0 if has_sigma else None,) + (0,) * 4 + (None, None, None)
+    return jax.vmap(one, in_axes=in_axes)
+
+
+def solve_lanes(fn, loss, tile, lanes: int, p0, lower, upper, x, y, sigma, n_valid, tols, f_scale, max_nfev,
+                x_scale) -> tuple[LoopOutput, dict]:
+    """All ``K`` fits (leading axis) through ``lanes`` lanes; returns host arrays and timings.
+
+    Each fit's output is exactly what :func:`~nlsq_tasks.engine.loop.solve` gives alone
+    (same loop, resumed between rounds from its own carry). ``lanes`` is a multiple of the
+    device count; the executable is cached on (model, loss, tile, shapes, devices).
+    """
+    k, n_params = p0.shape
+    lanes = int(lanes)
+    per_fit = [np.asarray(p0, np.float64), np.asarray(lower, np.float64), np.asarray(upper, np.float64),
+               np.asarray(x), np.asarray(y), None if sigma is None else np.asarray(sigma),
+               np.asarray(n_valid, np.int64), np.ascontiguousarray(tols[:, 0]), np.ascontiguousarray(tols[:, 1]),
+               np.ascontiguousarray(tols[:, 2])]
+    shared = (np.float64(f_scale), np.int32(max_nfev), None if x_scale is None else np.asarray(x_scale, np.float64))
+    settings = TRSettings(np.float64(0), np.float64(0), np.float64(0), np.int32(max_nfev), shared[2])
+    template = tr_init(per_fit[0][0], zero_normal_eqs(n_params), per_fit[1][0], per_fit[2][0], settings)
+    carry = jax.tree_util.tree_map(
+        lambda a: np.zeros((lanes,) + np.shape(a), np.asarray(a).dtype), (template, np.asarray(False))
+    )
+    lane_fit = np.full(lanes, -1, np.int64)
+    fresh = np.ones(lanes, bool)
+    nfev_at = np.zeros(lanes, np.int64)  # a lane's nfev when its round starts (0: fresh)
+    done_out = None
+    next_fit, rounds, compile_s, run_s = 0, 0, 0.0, 0.0
+    mesh = _mesh()
+    exe = None
+    hard_cap = int(max_nfev) + 1
+    while True:
+        free = np.flatnonzero(lane_fit < 0)
+        take = min(len(free), k - next_fit)
+        if take:
+            lane_fit[free[:take]] = np.arange(next_fit, next_fit + take)
+            fresh[free[:take]] = True
+            nfev_at[free[:take]] = 0
+            next_fit += take
+        active = lane_fit >= 0
+        if not active.any():
+            break
+        src = np.where(active, lane_fit, 0)  # idle lanes recompute fit 0 and stop at once
+        stop = np.where(active, np.minimum(nfev_at + ROUND_EVALUATIONS, hard_cap), 0).astype(np.int32)
+        args = (carry, fresh.copy(), stop) + tuple(None if a is None else a[src] for a in per_fit) + shared
+        placed = _place_lanes(args, mesh)
+        if exe is None:
+            key = ("lanes", fn, loss, int(tile), tuple(_sig(a) for a in args[3:]),
+                   0 if mesh is None else len(mesh.devices))
+            with _lock:
+                exe = _cache.get(key)
+            if exe is None:
+                t0 = time.perf_counter()
+                jitted = jax.jit(_lanes_fn(fn, loss, int(tile), sigma is not None, x_scale is not None))
+                exe = jitted.lower(*placed).compile(compiler_options=_COMPILER_OPTIONS)
+                compile_s = time.perf_counter() - t0
+                with _lock:
+                    _cache[key] = exe
+                    while len(_cache) > _CACHE_SIZE:
+                        _cache.popitem(last=False)
+        t0 = time.perf_counter()
+        carry, sst = jax.device_get(exe(*placed))
+        run_s += time.perf_counter() - t0
+        rounds += 1
+        state = carry[0]
+        status, nfev = np.asarray(state.status), np.asarray(state.nfev)
+        finished = active & ((status != RUNNING) | (nfev >= hard_cap))
+        if done_out is None:
+            done_out = jax.tree_util.tree_map(lambda a: np.zeros((k,) + np.shape(a)[1:], np.asarray(a).dtype),
+                                              LoopOutput(state, sst))
+        if finished.any():
+            idx = lane_fit[finished]
+            for dst, a in zip(jax.tree_util.tree_leaves(done_out), jax.tree_util.tree_leaves(LoopOutput(state, sst))):
+                dst[idx] = np.asarray(a)[finished]
+            lane_fit[finished] = -1
+        fresh[:] = False
+        nfev_at = np.asarray(nfev, np.int64)
+    return done_out, {"compile_s": compile_s, "run_s": run_s, "rounds": rounds}
+
+
+def _place_lanes(args, mesh):
+    """Lane arrays split over the devices along their first axis; shared ones replicated."""
+    if mesh is None:
+        return args
+    from jax.sharding import NamedSharding, PartitionSpec
+
+    split, whole = NamedSharding(mesh, PartitionSpec("fits")), NamedSharding(mesh, PartitionSpec())
+    n_lane = 13  # carry, fresh, stop and the ten per-fit arrays
+    return tuple(
+        jax.tree_util.tree_map(lambda a, s=(split if i < n_lane else whole): jax.device_put(a, s), a)
+        if a is not None else None
+        for i, a in enumerate(args)
+    )
