@@ -19,6 +19,7 @@ mistake is reported before anything is traced.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import numbers
@@ -213,6 +214,12 @@ def make_plan(
     from ._model_prep import prepare_model
 
     model = prepare_model(model, probe, p_start, names, n_points=n_points, jac=jac, lower=lower, upper=upper)
+    if getattr(model, "host_model", False) and getattr(execution, "sharded", False):
+        # host callbacks inside a multi-device program wait on each other's collectives
+        # (XLA aborts): a NumPy model's passes run on one device
+        execution = _execution({**kwargs, "devices": 1}, preset, strategy, config, n_points, n_starts, covariance)
+        execution = dataclasses.replace(execution, reason=f"{execution.reason}; a NumPy model runs on the host, "
+                                        "so on one device")
     return Plan(
         model=model,
         names=names,

@@ -161,3 +161,28 @@ def test_non_pointwise_model_from_a_source_says_why(data):
 
     with pytest.raises(ModelEvaluationError):
         fit_source(with_baseline, ArrayChunkSource(x, y, None, chunk_size=1000), p0=[1.0, 1.0], strategy="streaming")
+
+
+def test_numpy_model_with_several_devices_runs_on_one():
+    """Host callbacks inside a sharded program would wait on each other (XLA aborts); the plan
+    puts a NumPy model on one device and says why. A subprocess: the device count is fixed
+    when JAX starts."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import json, numpy as np\n"
+        "from nlsq_tasks import fit\n"
+        "x = np.linspace(0, 4, 40000); y = 2.5 * np.exp(-1.3 * x) + 0.5\n"
+        "r = fit(lambda x, a, b, c: a * np.exp(-b * x) + c, x, y, p0=[1, 1, 0])\n"
+        "print(json.dumps({'popt': r.popt.tolist(), 'execution': r.summary()['execution']}))\n"
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    np.testing.assert_allclose(out["popt"], [2.5, 1.3, 0.5], rtol=1e-6)
+    assert out["execution"]["n_devices"] == 1 and not out["execution"]["sharded"]
+    assert "NumPy model" in out["execution"]["reason"]
