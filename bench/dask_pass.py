@@ -120,7 +120,8 @@ def main() -> None:
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address="127.0.0.1:0",
                       host="127.0.0.1") as cluster, Client(cluster) as client:
         workers = sorted(client.scheduler_info()["workers"])
-        print(f"cluster: LocalCluster, {len(workers)} worker processes x 1 thread, os.cpu_count()={os.cpu_count()}")
+        print(f"cluster: LocalCluster, {len(workers)} worker processes x 1 thread, os.cpu_count()={os.cpu_count()}, "
+              f"load average {os.getloadavg()[0]:.1f} (a shared machine makes the ratios noisy)")
         results = {}
         for n in (1_000_000, n_big):
             results[n] = bench_size(paths[n], n, a.repeat, client, workers)
