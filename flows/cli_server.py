@@ -62,11 +62,25 @@ def temporary_server(timeout_s: int = 120) -> Iterator[Optional[str]]:
         with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
             yield server.api_url
     finally:
+        _drain_to_api()  # logs and events queued for this server go out before it stops
         server.stop()
         if watchdog is not None:
             watchdog.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 watchdog.wait(timeout=5)
+
+
+def _drain_to_api() -> None:
+    """Send what Prefect still has queued (logs, events) while the server is up; otherwise
+    they are sent at interpreter exit to a stopped server ("Error logging to API")."""
+    with contextlib.suppress(Exception):
+        from prefect.logging.handlers import APILogHandler
+
+        APILogHandler().flush()
+    with contextlib.suppress(Exception):
+        from prefect.events.worker import EventsWorker
+
+        EventsWorker.drain_all(timeout=5)
 
 
 def _alive(pid: int) -> bool:
