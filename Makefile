@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test venv bench clean
+.PHONY: run test venv bench clean ui-check
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ run: venv
 
 test: venv
 	$(PY) -m pytest -q tests
+
+# The Prefect UI in headless Chromium (2-4 minutes; not part of `make test`). Needs Debian's
+# browser: apt-get install -y chromium. Refreshes docs/screenshots.
+ui-check: venv
+	$(PY) -m pip install -q -e '.[ui-test]'
+	$(PY) tests/e2e/ui_browser_check.py --screenshots docs/screenshots
 
 bench: venv
 	$(PY) bench/standard_vs_scipy.py

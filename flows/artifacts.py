@@ -1,21 +1,62 @@
-"""Prefect artifacts of a fit: parameter table, markdown report, links to stored results.
+"""Prefect artifacts of a fit: the report with its plot, the parameter table, the plot alone.
 
 Everything here is built from the *summary dict* a fit task returns (``FitResult.summary()``
-plus the storage URIs), never from arrays, so it can run in any task of the flow.
-Artifact keys are fixed (lowercase and dashes, as Prefect requires) so the UI's
-Artifacts page shows each kind as one versioned series.
+plus the storage URIs) and a small base64 PNG, never from arrays, so it can run in any task
+of the flow.
+
+The plot is embedded in the markdown (``![...](data:image/png;base64,...)``): a browser
+refuses to open a worker's ``file://`` path from the UI, and an ``s3://`` URL is no link at
+all, so a link artifact would show nothing. The embedded copy is capped at
+:data:`MAX_EMBEDDED_PNG_BYTES` (re-drawn at a lower resolution if needed, left out with a
+note if still too big); the full-size PNG is in the results location.
+
+Artifact keys are ``nlsq-<kind>-<scope>`` where the scope names the deployment (``local``
+for a run without one) and the data set: the Artifacts page then shows one versioned
+series per deployment and data set instead of one "latest" report for everything.
 """
 
 from __future__ import annotations
 
+import base64
 import math
-from typing import Any, Optional
+import re
+from typing import Any, Callable, Optional
 
-PARAMS_KEY = "nlsq-fit-params"
-REPORT_KEY = "nlsq-fit-report"
-RESULTS_LINK_KEY = "nlsq-fit-results"
-PLOT_LINK_KEY = "nlsq-fit-plot"
-BATCH_KEY = "nlsq-batch-summary"
+REPORT_KIND = "report"
+PARAMS_KIND = "params"
+PLOT_KIND = "plot"
+BATCH_KIND = "batch"
+PROGRESS_KIND = "progress"
+MAX_EMBEDDED_PNG_BYTES = 150_000  # ~200 KB of base64 in the artifact: a plot, not a photo
+_KEY_MAX = 100
+
+
+def artifact_key(kind: str, scope: str = "local") -> str:
+    """``nlsq-<kind>-<scope>`` in the alphabet Prefect accepts (lowercase, digits, dashes)."""
+    text = re.sub(r"[^a-z0-9-]+", "-", f"nlsq-{kind}-{scope}".lower())
+    return re.sub(r"-+", "-", text).strip("-")[:_KEY_MAX].rstrip("-")
+
+
+def embeddable_png(png: Optional[bytes], render: Optional[Callable[[int], bytes]] = None) -> Optional[str]:
+    """The PNG as base64 when it fits the cap, re-drawn by ``render(dpi)`` at lower
+    resolutions if it does not; None when even the smallest is too big (or no PNG)."""
+    if not png:
+        return None
+    for dpi in (None, 72, 50):
+        if dpi is not None:
+            if render is None:
+                break
+            png = render(dpi)
+        if png and len(png) <= MAX_EMBEDDED_PNG_BYTES:
+            return base64.b64encode(png).decode("ascii")
+    return None
+
+
+def plot_markdown(png_base64: Optional[str], caption: str = "Data, fit and residuals") -> str:
+    """Markdown that shows the plot inline, or says where it is when it could not be embedded."""
+    if not png_base64:
+        return f"*{caption}: the plot is too large to show here; see the results location.*"
+    return f"![{caption}](data:image/png;base64,{png_base64})"
 
 
 def _num(v: Any) -> Optional[float]:
@@ -59,7 +100,8 @@ def parameter_rows(summary: dict) -> list[dict[str, Any]]:
     return rows
 
 
-def report_markdown(summary: dict, plan: dict, uris: dict, validation: Optional[dict], notes: list[str]) -> str:
+def report_markdown(summary: dict, plan: dict, uris: dict, validation: Optional[dict], notes: list[str],
+                    plot_base64: Optional[str] = None) -> str:
     """The fit report: statistics, strategy and why, budget, timings, warnings, validation."""
     st = summary.get("statistics", {})
     lines = [
@@ -67,6 +109,10 @@ def report_markdown(summary: dict, plan: dict, uris: dict, validation: Optional[
         "",
         f"> {summary.get('message', '')}",
         "",
+    ]
+    if plot_base64 is not None:
+        lines += [plot_markdown(plot_base64), ""]
+    lines += [
         "## Strategy",
         f"- **strategy**: `{summary.get('strategy') or plan.get('strategy')}`",
         f"- **why**: {plan.get('reason') or summary.get('strategy_reason', '')}",
@@ -109,38 +155,26 @@ def report_markdown(summary: dict, plan: dict, uris: dict, validation: Optional[
     return "\n".join(lines)
 
 
-def as_link(uri: str) -> str:
-    """A clickable form of a storage URI (local paths become file:// URLs)."""
-    if "://" in uri:
-        return uri
-    from pathlib import Path
-
-    return Path(uri).resolve().as_uri()
-
-
 def publish_fit_artifacts(summary: dict, plan: dict, uris: dict, validation: Optional[dict],
-                          plot: dict, notes: list[str]) -> dict[str, str]:
-    """Create the table, markdown and link artifacts; return their ids as strings."""
-    from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+                          plot: dict, notes: list[str], scope: str = "local") -> dict[str, str]:
+    """Create the report (with the plot), the parameter table and the plot; return their ids."""
+    from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+    png = plot.get("png_base64")
+    has_plot = bool(plot.get("uri"))
     ids = {}
-    ids["params"] = create_table_artifact(
-        table=parameter_rows(summary), key=PARAMS_KEY, description="Fitted parameters with errors and bounds"
-    )
     ids["report"] = create_markdown_artifact(
-        markdown=report_markdown(summary, plan, uris, validation, notes), key=REPORT_KEY,
-        description="NLSQ fit report",
+        markdown=report_markdown(summary, plan, uris, validation, notes, png if has_plot else None),
+        key=artifact_key(REPORT_KIND, scope), description=f"Fit report: {scope}",
     )
-    results_dir = uris.get("results_dir")
-    if results_dir:
-        ids["results"] = create_link_artifact(
-            link=as_link(results_dir), link_text=results_dir, key=RESULTS_LINK_KEY,
-            description="Stored results (summary.json, params.npz, report.txt)",
-        )
-    if plot.get("uri"):
-        ids["plot"] = create_link_artifact(
-            link=as_link(plot["uri"]), link_text=plot["uri"], key=PLOT_LINK_KEY,
-            description="Data, fit and residuals (PNG)",
+    ids["params"] = create_table_artifact(
+        table=parameter_rows(summary), key=artifact_key(PARAMS_KIND, scope),
+        description=f"Fitted parameters with errors and bounds: {scope}",
+    )
+    if has_plot:
+        ids["plot"] = create_markdown_artifact(
+            markdown=plot_markdown(png) + f"\n\nFull size: `{plot['uri']}`",
+            key=artifact_key(PLOT_KIND, scope), description=f"Data, fit and residuals: {scope}",
         )
     return {k: str(v) for k, v in ids.items()}
 
@@ -167,13 +201,13 @@ def batch_rows(outcomes: list[dict]) -> list[dict[str, Any]]:
     return rows
 
 
-def publish_batch_artifact(outcomes: list[dict]) -> str:
+def publish_batch_artifact(outcomes: list[dict], scope: str = "local") -> str:
     from prefect.artifacts import create_table_artifact
 
     n_ok = sum(1 for o in outcomes if o.get("ok"))
     return str(
         create_table_artifact(
-            table=batch_rows(outcomes), key=BATCH_KEY,
+            table=batch_rows(outcomes), key=artifact_key(BATCH_KIND, scope),
             description=f"Batch fit: {n_ok} of {len(outcomes)} data sets fitted",
         )
     )

@@ -39,10 +39,10 @@ from prefect.states import Completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from . import resolve as R
-from .artifacts import BATCH_KEY
+from .artifacts import BATCH_KIND, artifact_key
 from .batch_progress import BatchProgress, terminal_bar_stream
 from .dask_runner import dask_task_runner, running_on_dask
-from .fit_flow import run_name_default
+from .fit_flow import deployment_label, run_name_default
 from .request import BatchFitRequest
 from .tasks import _RETRYING, check_request
 
@@ -292,7 +292,7 @@ def batch_fit_flow(request: BatchFitRequest):
     n = int(listing["n_sets"])
     if request.global_shared:
         out = fit_global_task(request, checked, listing, root)
-        create_markdown_artifact(markdown=f"```\n{out['report']}\n```", key="nlsq-global-report",
+        create_markdown_artifact(markdown=f"```\n{out['report']}\n```", key=artifact_key("global-report", deployment_label()),
                                  description=f"Global fit of {n} data sets")
         return {"storage_uri": root, "n_datasets": n, "global": True, **out}
 
@@ -331,7 +331,7 @@ def batch_fit_flow(request: BatchFitRequest):
     combined = combine_tables(request, checked, parts, lost, R.join(root, f"fits.{suffix}"))
     n_ok, n_failed = combined["n_ok"], combined["n_failed"]
     artifact = create_table_artifact(
-        table=combined["preview"], key=BATCH_KEY,
+        table=combined["preview"], key=artifact_key(BATCH_KIND, deployment_label()),
         description=f"Batch fit: {n_ok} of {n} data sets fitted, {n_failed} failed; table: {combined['table']}",
     )
     for b in sorted(done.values(), key=lambda o: o["index"]):

@@ -21,7 +21,8 @@ fit did not succeed and ``--on-failed-fit warn`` completed the run with a warnin
 keyed by the problem, so re-running a killed streaming fit with the same arguments resumes
 it. ``demo`` points ``PREFECT_HOME`` into its own directory when none is set, so a fresh
 clone works without touching ``~/.prefect``. Telemetry is switched off (the machine may
-have no network); progress of chunked and streaming fits is printed on stderr.
+have no network). On a terminal, a progress bar on stderr follows the fit (by pass for
+streaming fits, by iteration otherwise); piped or redirected, the command is quiet.
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def _quiet_prefect_defaults(prefect_home: Optional[str] = None) -> None:
     Prefect is already imported when the console script starts (the package imports it),
     so Prefect settings are applied with :func:`_local_settings` around the run, and logger
     levels directly here."""
-    os.environ.setdefault("NLSQ_FLOW_ECHO_PROGRESS", "1")
+    # A progress bar on stderr when it is a terminal (flows.progress checks the TTY again).
+    os.environ.setdefault("NLSQ_FLOW_PROGRESS_BAR", "1")
+    os.environ.setdefault("NLSQ_FLOW_ECHO_PROGRESS", "1")  # the batch command's bar (flows.batch_progress)
     os.environ.setdefault("DO_NOT_TRACK", "1")
     if prefect_home and "PREFECT_HOME" not in os.environ and "PREFECT_API_URL" not in os.environ:
         os.makedirs(prefect_home, exist_ok=True)
@@ -277,8 +280,16 @@ def cmd_demo(args) -> int:
         "storage_uri": storage,
         "memory_limit_gb": args.memory_limit_gb,
     })
-    print("running fit_flow (local Prefect, temporary server)...", flush=True)
+    print(f"running fit_flow ({_prefect_target()})...", flush=True)
     return _run_and_print(request, args.json)
+
+
+def _prefect_target() -> str:
+    """Where the flow run is recorded: the configured Prefect API, or a temporary local server."""
+    from prefect.settings import PREFECT_API_URL
+
+    url = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
+    return f"Prefect API at {url}" if url else "a temporary local Prefect server, stopped at exit"
 
 
 # -- presets and inspect ------------------------------------------------------------------

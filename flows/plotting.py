@@ -24,7 +24,7 @@ def matplotlib_available() -> bool:
 
 
 def render_fit_png(x: np.ndarray, y: np.ndarray, y_fit: np.ndarray, title: str,
-                   curve: Optional[tuple[np.ndarray, np.ndarray]] = None) -> Optional[bytes]:
+                   curve: Optional[tuple[np.ndarray, np.ndarray]] = None, dpi: int = 100) -> Optional[bytes]:
     """PNG bytes of two panels (data with fit; residuals), or None when matplotlib is missing.
 
     ``curve`` = (x_grid, f(x_grid)) draws the fit as a smooth line; without it the fit is
@@ -43,7 +43,7 @@ def render_fit_png(x: np.ndarray, y: np.ndarray, y_fit: np.ndarray, title: str,
     order = np.argsort(x, kind="stable")
     x, y, y_fit = x[order], y[order], y_fit[order]
     # Figure() rather than pyplot: no global state, safe in threads of a task runner.
-    fig = Figure(figsize=(7, 5), dpi=100)
+    fig = Figure(figsize=(7, 5), dpi=dpi)
     ax, ax_res = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     ax.plot(x, y, ".", ms=2, alpha=0.5, label=f"data ({x.size} shown)")
     cx, cy = (x, y_fit) if curve is None else (np.asarray(curve[0], float), np.asarray(curve[1], float))

@@ -164,13 +164,13 @@ def apply_overrides(preset: Any, settings: FitSettings):
     tol = settings.overrides.tolerance
     for key in _PRESET_FIELDS:
         if key == "tolerance":
-            if tol is not None:
+            if tol:  # 0: the preset's
                 data["tolerance"] = tol
         elif key in updates:
             data[key] = updates[key]
-    if settings.overrides.validate_fit is not None:
-        data["validate"] = settings.overrides.validate_fit
-    if settings.overrides.checkpoint_every is not None:
+    if settings.overrides.validate_fit:  # False: as the preset says
+        data["validate"] = True
+    if settings.overrides.checkpoint_every:  # 0: the preset's
         data["checkpoint"] = {**data.get("checkpoint", {}), "enabled": True,
                               "every_chunks": settings.overrides.checkpoint_every}
     try:

@@ -110,13 +110,45 @@ def _limit_exists(name: str) -> bool:
 
 
 # -- 0. check the request before anything else ------------------------------------------
+def refusal(exc: BaseException) -> Optional[dict[str, str]]:
+    """``{"refused": message}`` when ``exc`` is bad input (the request's fault, retrying cannot
+    help); None for anything else, which the task then raises (transient storage errors retry).
+
+    The checks return a refusal instead of raising so that the flow can end FAILED with the
+    one message, without Prefect logging a traceback for each task and for the flow."""
+    from nlsq_tasks.io import StorageNotFoundError, StoragePermissionError
+
+    if isinstance(exc, (ValueError, StorageNotFoundError, StoragePermissionError)):
+        return {"refused": str(exc)}
+    return None
+
+
+def _refusing(check):
+    """Run ``check``; bad input comes back as a refusal (see :func:`refusal`)."""
+    import functools
+
+    @functools.wraps(check)
+    def wrapper(*args, **kwargs):
+        try:
+            return check(*args, **kwargs)
+        except Exception as exc:
+            refused = refusal(exc)
+            if refused is None:
+                raise
+            return refused
+
+    return wrapper
+
+
 @task(name="check-policy", **_COMMON)
+@_refusing
 def check_policy(data: DataSpec, settings: FitSettings, storage_uri: str) -> dict[str, Any]:
     """Every location of the request against the worker's storage policy; reads nothing."""
     return R.check_policy(data.uri, settings.preset_spec, storage_uri)
 
 
 @task(name="check-request", **_RETRYING)
+@_refusing
 def check_request(settings: FitSettings) -> dict[str, Any]:
     """Resolve the preset (by name, path or URI) and the model; check p0/bounds against it."""
     opts = settings.storage.resolved_options()
@@ -136,6 +168,7 @@ def check_request(settings: FitSettings) -> dict[str, Any]:
 
 
 @task(name="check-storage", **_RETRYING)
+@_refusing
 def check_storage(storage_uri: str, creds: StorageCredentials) -> dict[str, Any]:
     """The storage location is reachable with these credentials (nothing is written)."""
     from .storage import check_writable_location
@@ -164,6 +197,7 @@ def _flow_run_id() -> Optional[str]:
 
 # -- 1. inspect ---------------------------------------------------------------------------
 @task(name="inspect-data", **_RETRYING)
+@_refusing
 def inspect_data(data: DataSpec) -> dict[str, Any]:
     """Shape, dtype and size of the data set, from its metadata only."""
     from nlsq_tasks.io import inspect_data as io_inspect
@@ -265,12 +299,19 @@ def _has_gpu() -> bool:
 
 
 # -- 3. the fits ----------------------------------------------------------------------------
-def _progress_reporter(plan: dict):
-    from .progress import ProgressReporter, terminal_echo
+def _progress_reporter(plan: dict, checked: dict, settings: FitSettings, artifact: bool = True):
+    """Progress against the fit's known bound: a Prefect progress artifact (``artifact``) and,
+    under ``nlsq-flow`` on a terminal, a progress bar on stderr. None when neither is wanted."""
+    from .progress import ProgressReporter, TerminalProgressBar, limits_from_plan, terminal_bar_wanted
 
-    echo = terminal_echo() if os.environ.get("NLSQ_FLOW_ECHO_PROGRESS") == "1" else None
-    max_passes = int((plan.get("config") or {}).get("max_passes") or 50)
-    return ProgressReporter(max_passes=max_passes, echo=echo)
+    bar_wanted = terminal_bar_wanted()
+    if not artifact and not bar_wanted:
+        return None
+    max_nfev = settings.overrides.as_updates().get("max_nfev") or checked["preset"].get("max_nfev")
+    n_starts = settings.overrides.as_updates().get("n_starts") or checked["preset"].get("n_starts") or 1
+    unit, limit, segments = limits_from_plan({**plan, "n_starts": n_starts}, checked["n_params"], max_nfev)
+    bar = TerminalProgressBar(unit=unit) if bar_wanted else None
+    return ProgressReporter(unit=unit, limit=limit, segments=segments, artifact=artifact, bar=bar)
 
 
 def _fit_arguments(settings: FitSettings, checked: dict, plan: dict) -> dict[str, Any]:
@@ -327,7 +368,7 @@ def _in_memory_fit(data: DataSpec, settings: FitSettings, checked: dict, plan: d
     model = R.resolve_request_model(settings.model)
     x, y, sigma = load_arrays(data.uri, storage_options=data.resolved_options(), **R.data_keywords(data))
     kwargs = _fit_arguments(settings, checked, plan)
-    reporter = _progress_reporter(plan) if progress else None
+    reporter = _progress_reporter(plan, checked, settings, artifact=progress)
     if reporter is not None:
         kwargs["progress"] = reporter
     with worker_slot():
@@ -387,7 +428,7 @@ def fit_streaming(data: DataSpec, settings: FitSettings, checked: dict, plan: di
     opts = settings.storage.resolved_options()
     store = CheckpointStore(paths["checkpoints_dir"], opts, keep_last=keep)
     kwargs = _fit_arguments(settings, checked, plan)
-    reporter = _progress_reporter(plan)
+    reporter = _progress_reporter(plan, checked, settings)
     kwargs.update(checkpoint=store if settings.resume else _FreshStart(store), progress=reporter)
     if plan.get("executor", "local") != "local":
         kwargs["executor"] = plan["executor"]
@@ -483,7 +524,13 @@ def plot_fit(data: DataSpec, settings: FitSettings, summary: dict, plan: dict, p
     png = render_fit_png(x_s, y_s, y_fit, f"{checked_title(summary, settings)}", curve=curve)
     paths = _paths(paths)
     ResultStore(paths["results_dir"], settings.storage.resolved_options()).add_files({R.PLOT_FILE: png})
-    return {"uri": paths["plot"]}
+    # The run page shows the plot only from inside an artifact (a browser will not open a
+    # worker's file:// path): a small copy travels to publish_artifacts, base64-encoded.
+    from .artifacts import embeddable_png
+
+    title = checked_title(summary, settings)
+    small = embeddable_png(png, lambda dpi: render_fit_png(x_s, y_s, y_fit, title, curve=curve, dpi=dpi))
+    return {"uri": paths["plot"], "png_base64": small}
 
 
 def checked_title(summary: dict, settings: FitSettings) -> str:
@@ -497,8 +544,8 @@ def checked_title(summary: dict, settings: FitSettings) -> str:
 
 @task(name="publish-artifacts", **_COMMON)
 def publish_artifacts(summary: dict, plan: dict, uris: dict, validation: Optional[dict], plot: dict,
-                      notes: list[str]) -> dict:
-    """Parameter table, markdown report and links to the stored results and the plot."""
+                      notes: list[str], scope: str = "local") -> dict:
+    """Markdown report with the plot, parameter table; keys specific to ``scope`` (deployment and data set)."""
     from .artifacts import publish_fit_artifacts
 
-    return publish_fit_artifacts(summary, plan, uris, validation, plot, notes)
+    return publish_fit_artifacts(summary, plan, uris, validation, plot, notes, scope=scope)

@@ -26,7 +26,7 @@ from _prefect_stack import REPO, PrefectStack
 
 pytestmark = pytest.mark.e2e
 
-PREFECT_YAML = REPO / "infra" / "prefect.yaml"
+PREFECT_YAMLS = [REPO / "infra" / "prefect.yaml", REPO / "infra" / "prefect-gpu.yaml"]
 LOCAL_POOL = "nlsq-local"
 GPU_POOLS = {
     "nlsq-docker-gpu": ("docker", REPO / "infra" / "work-pools" / "docker-gpu.json"),
@@ -46,7 +46,7 @@ def _flow_names() -> dict[str, str]:
 
 
 def _declared_deployments() -> list[dict]:
-    return yaml.safe_load(PREFECT_YAML.read_text())["deployments"]
+    return [d for path in PREFECT_YAMLS for d in yaml.safe_load(path.read_text())["deployments"]]
 
 
 def _qualified(dep: dict, flow_names: dict[str, str]) -> str:
@@ -81,8 +81,9 @@ def deployed(prefect_stack: PrefectStack, tmp_path_factory):
     st.cli("work-pool", "create", LOCAL_POOL, "--type", "process")
     for name, (kind, template) in GPU_POOLS.items():
         st.cli("work-pool", "create", name, "--type", kind, "--base-job-template", str(template))
-    # Exactly the README's command, from the repository root.
+    # Exactly the README's commands, from the repository root: local, then GPU deployments.
     st.cli("--no-prompt", "deploy", "--all", "--prefect-file", "infra/prefect.yaml")
+    st.cli("--no-prompt", "deploy", "--all", "--prefect-file", "infra/prefect-gpu.yaml")
     worker_cwd = tmp_path_factory.mktemp("worker-cwd")
     worker = st.start_service("worker", "worker", "start", "--pool", LOCAL_POOL, "--type", "process", cwd=worker_cwd)
     time.sleep(1.0)
@@ -135,7 +136,8 @@ def test_fit_run_from_the_api_completes_with_results_and_artifacts(deployed, dec
         # fills in the rest; the whole form is sent as the run's parameters.
         parameters = _deep_merge(
             deployment.parameters,
-            {"request": {"model": "exponential_decay", "data": {"uri": str(decay_data)}, "storage_uri": str(storage)}},
+            {"request": {"model": "exponential_decay", "data": {"uri": str(decay_data)},
+                         "advanced": {"storage_uri": str(storage)}}},
         )
         assert validate(parameters, deployment.parameter_openapi_schema, raise_on_error=True) == []
         run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
@@ -163,20 +165,18 @@ def test_fit_run_from_the_api_completes_with_results_and_artifacts(deployed, dec
     for name, p in summary["params"].items():
         assert abs(p["value"] - TRUTH[name]) < 6 * p["stderr"], (name, p)
 
-    # -- artifacts as the UI lists them (Prefect stores a link artifact as markdown "[text](url)")
-    from flows.artifacts import PARAMS_KEY, REPORT_KEY, RESULTS_LINK_KEY
-
+    # -- artifacts as the UI lists them: keys name the deployment and the data set
     by_key = {art.key: art for art in artifacts}
-    assert {PARAMS_KEY, REPORT_KEY, RESULTS_LINK_KEY} <= set(by_key), sorted(by_key)
-    table = by_key[PARAMS_KEY]
+    keys = {"nlsq-params-fast-decay", "nlsq-report-fast-decay", "nlsq-plot-fast-decay"}
+    assert keys <= set(by_key), sorted(by_key)
+    table = by_key["nlsq-params-fast-decay"]
     assert table.type == "table"
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert [r["parameter"] for r in rows] == list(TRUTH)
     assert float(rows[1]["value"]) == pytest.approx(summary["params"]["rate"]["value"], rel=1e-8)
-    report = by_key[REPORT_KEY]
+    report = by_key["nlsq-report-fast-decay"]
     assert report.type == "markdown" and summary["status"] in report.data
-    link = by_key[RESULTS_LINK_KEY]
-    assert link.type == "markdown" and f"]({results.resolve().as_uri()})" in link.data, link.data
+    assert "](data:image/png;base64," in report.data and str(results) in report.data  # the plot shows inline
 
 
 def test_bad_request_fails_with_a_clear_message_and_writes_nothing(deployed, decay_data, tmp_path):
@@ -187,9 +187,10 @@ def test_bad_request_fails_with_a_clear_message_and_writes_nothing(deployed, dec
             deployment.parameters["request"],
             {
                 # schema-valid (a string), but the expression reaches for a module attribute
-                "model": "a*exp(-b*x) + c + os.getcwd()",
+                "model": "expression",
+                "expression": "a*exp(-b*x) + c + os.getcwd()",
                 "data": {"uri": str(decay_data)},
-                "storage_uri": str(storage),
+                "advanced": {"storage_uri": str(storage)},
             },
         )
         # The UI's JSON editor sends a parameter as {"__prefect_kind": "json", "value": "<text>"};
@@ -207,7 +208,6 @@ def test_bad_request_fails_with_a_clear_message_and_writes_nothing(deployed, dec
 def test_batch_deployment_fits_a_glob_and_reports_the_bad_file(deployed, decay_data, tmp_path):
     # The request has the shape of the nightly example schedule: a glob over a folder.
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from flows.artifacts import BATCH_KEY
 
     folder = tmp_path / "incoming"
     folder.mkdir()
@@ -219,7 +219,7 @@ def test_batch_deployment_fits_a_glob_and_reports_the_bad_file(deployed, decay_d
         deployment = client.read_deployment_by_name(f"{_flow_names()['batch_fit_flow']}/batch")
         parameters = _deep_merge(deployment.parameters, {"request": {
             "model": "exponential_decay", "data": {"glob": str(folder / "*.npz")},
-            "storage_uri": str(storage), "plot": False,
+            "advanced": {"storage_uri": str(storage), "plot": False},
         }})
         run = client.create_flow_run_from_deployment(deployment.id, parameters=parameters)
         run = _wait_final(client, run.id)
@@ -236,6 +236,6 @@ def test_batch_deployment_fits_a_glob_and_reports_the_bad_file(deployed, decay_d
     good, bad = by_file["a_good.npz"], by_file["b_no_y.npz"]
     assert fits["success"][good] and fits["status"][good] in ("FTOL", "XTOL", "GTOL", "FTOL_XTOL")
     assert not fits["success"][bad] and "'y'" in fits["error"][bad]  # names the missing member
-    (table,) = [a for a in artifacts if a.key == BATCH_KEY]
+    (table,) = [a for a in artifacts if a.key == "nlsq-batch-batch"]  # per deployment: nlsq-batch-<deployment>
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert Path(rows[0]["dataset"]).name == "b_no_y.npz" and "'y'" in rows[0]["error"]  # failures first

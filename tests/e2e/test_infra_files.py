@@ -34,24 +34,36 @@ SET_WD = "prefect.deployments.steps.set_working_directory"
 
 
 # -- prefect.yaml --------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def prefect_yaml() -> dict:
-    return yaml.safe_load((INFRA / "prefect.yaml").read_text())
+# Local deployments (a process pool) and GPU ones (Docker, Kubernetes pools) are deployed apart.
+DEPLOY_FILES = {"local": INFRA / "prefect.yaml", "gpu": INFRA / "prefect-gpu.yaml"}
 
 
 @pytest.fixture(scope="module")
-def deployments(prefect_yaml) -> list[dict]:
-    return prefect_yaml["deployments"]
+def prefect_yamls() -> dict[str, dict]:
+    return {kind: yaml.safe_load(path.read_text()) for kind, path in DEPLOY_FILES.items()}
 
 
-def test_prefect_yaml_is_what_prefect_deploy_reads(prefect_yaml):
+@pytest.fixture(scope="module")
+def deployments(prefect_yamls) -> list[dict]:
+    return [d for doc in prefect_yamls.values() for d in doc["deployments"]]
+
+
+def test_prefect_yaml_is_what_prefect_deploy_reads(prefect_yamls, deployments):
     from prefect.cli.deploy._models import PrefectYamlModel
 
-    model = PrefectYamlModel.model_validate(prefect_yaml)
-    assert len(model.deployments) == len(prefect_yaml["deployments"]) >= 8
-    names = [d["name"] for d in prefect_yaml["deployments"]]
+    for doc in prefect_yamls.values():
+        model = PrefectYamlModel.model_validate(doc)
+        assert len(model.deployments) == len(doc["deployments"])
+    assert len(deployments) >= 8
+    names = [d["name"] for d in deployments]
     assert len(names) == len(set(names)), "deployment names must be unique"
     assert all("/" not in n for n in names)
+
+
+def test_local_deployments_need_no_gpu_pool(prefect_yamls):
+    """`prefect deploy --all` on the local file only needs the process pool."""
+    assert {d["work_pool"]["name"] for d in prefect_yamls["local"]["deployments"]} == {"nlsq-local"}
+    assert "nlsq-local" not in {d["work_pool"]["name"] for d in prefect_yamls["gpu"]["deployments"]}
 
 
 def test_entrypoints_exist_relative_to_the_repo_root(deployments):

@@ -33,7 +33,23 @@ def flow_run_artifacts(flow_run_id):
         )
 
 
-def flow_run_logs(flow_run_id) -> list[str]:
+def flow_run_logs(flow_run_id, until: str | None = None, wait_s: float = 30.0) -> list[str]:
+    """The run's log messages. Prefect ships logs in batches: flush them first, and with
+    ``until``, read again (bounded) until a message starting with it has arrived."""
+    import time
+
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler().flush()  # sends what is queued and waits for it
+    deadline = time.monotonic() + wait_s
+    while True:
+        out = _read_logs(flow_run_id)
+        if until is None or any(m.startswith(until) for m in out) or time.monotonic() > deadline:
+            return out
+        time.sleep(0.5)
+
+
+def _read_logs(flow_run_id) -> list[str]:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import LogFilter, LogFilterFlowRunId
 

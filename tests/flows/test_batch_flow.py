@@ -61,7 +61,7 @@ def test_files_with_one_unreadable_become_one_table(tmp_path):
     assert max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans) <= 2
 
     arts = {a.key: a for a in flow_run_artifacts(state.state_details.flow_run_id)}
-    rows = arts["nlsq-batch-summary"].data
+    rows = arts["nlsq-batch-local"].data
     rows = json.loads(rows) if isinstance(rows, str) else rows
     assert rows[0]["status"] == "INVALID_INPUT" and "not a readable npz" in rows[0]["error"]
 

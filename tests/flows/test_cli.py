@@ -20,6 +20,34 @@ def _cli(*args, env=None, timeout=600):
                           env={**os.environ, **(env or {})})
 
 
+def _cli_on_a_terminal(*args, env=None, timeout=600):
+    """The console script with stderr on a pseudo-terminal (as in a shell), stdout piped."""
+    import pty
+    import select
+
+    exe = [str(BIN)] if BIN.exists() else [sys.executable, "-m", "flows.cli"]
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(exe + [str(a) for a in args], stdout=subprocess.PIPE, stderr=slave,
+                            stdin=subprocess.DEVNULL, env={**os.environ, **(env or {})})
+    os.close(slave)
+    chunks = []
+    while True:  # drain the terminal while the command runs, or it blocks on a full buffer
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if ready:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # the other end closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        elif proc.poll() is not None:
+            break
+    stdout = proc.communicate(timeout=timeout)[0]
+    os.close(master)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout.decode(), b"".join(chunks).decode(errors="replace"))
+
+
 def test_presets_lists_and_shows(capsys):
     from flows.cli import main
     from nlsq_tasks.workflow import list_presets
@@ -49,6 +77,7 @@ def test_demo_on_a_fresh_home_then_inspect(tmp_path):
     assert (results / "manifest.json").exists()
     assert (demo_dir / "prefect_home").is_dir()  # PREFECT_HOME pointed into the demo directory
     assert "Concurrency limits" not in out.stderr
+    assert "\r[" not in out.stderr  # no progress bar when stderr is not a terminal
 
     shown = _cli("inspect", results.parent)
     assert shown.returncode == 0, shown.stderr
@@ -58,13 +87,17 @@ def test_demo_on_a_fresh_home_then_inspect(tmp_path):
 def test_run_and_inspect_checkpoints(tmp_path, prefect_api_url):
     data = write_npz(tmp_path / "d.npz", 3000)
     storage = tmp_path / "out"
-    out = _cli("run", "--data", data, "--model", "a*exp(-b*x) + c", "--p0", 1, 1, 0, "--preset", "streaming",
-               "--chunk-size", 1000, "--storage", storage, "--sigma", "sigma", "--absolute-sigma", "--no-plot", "--json",
-               env={"PREFECT_API_URL": prefect_api_url})
+    out = _cli_on_a_terminal("run", "--data", data, "--model", "a*exp(-b*x) + c", "--p0", 1, 1, 0, "--preset",
+                             "streaming", "--chunk-size", 1000, "--storage", storage, "--sigma", "sigma",
+                             "--absolute-sigma", "--no-plot", "--json", env={"PREFECT_API_URL": prefect_api_url})
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout)
     assert result["strategy"] == "streaming" and result["success"]
-    assert "pass" in out.stderr  # progress lines in the terminal
+    # on a terminal: a bar redrawn in place, by pass, closed at 100 % with how the fit ended
+    bar = out.stderr.replace("\r\n", "\n")  # the terminal turns each newline into CR LF
+    assert "\r[" in bar and "pass 1 of at most" in bar and "chunk " in bar, bar[-2000:]
+    final = bar.rsplit("\r", 1)[-1]
+    assert "100.0%" in final and f"{result['status']} after" in final, final
     shown = _cli("inspect", storage / "checkpoints")
     assert shown.returncode == 0 and "checkpoints at" in shown.stdout and "fingerprint" in shown.stdout
 

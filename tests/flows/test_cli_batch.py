@@ -44,7 +44,7 @@ def test_batch_over_a_stack_as_json(tmp_path, prefect_api_url):
 def test_bad_batch_request_is_refused(capsys):
     from flows.cli import main
 
-    assert main(["batch", "--data", "x/*.npz", "--model", "a*x", "--batch-size", "0"]) == 2
+    assert main(["batch", "--data", "x/*.npz", "--model", "a*x", "--batch-size", "-1"]) == 2  # 0: automatic
     assert "batch_size" in capsys.readouterr().err
 
 

@@ -4,12 +4,13 @@ artifacts read back through the client, the QUALITY task, and bad requests."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from flow_helpers import TRUE, failure_message, flow_run_artifacts
+from flow_helpers import TRUE, failure_message, flow_run_artifacts, flow_run_logs
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 
@@ -65,19 +66,29 @@ def test_standard_branch_stores_results_with_manifest_and_artifacts(decay_npz, t
     np.testing.assert_allclose(stored["params"]["popt"], [out["params"][k] for k in "abc"])
 
     # artifacts, read back from the server
+    # artifacts, read back from the server: keys name the deployment ("local") and the data set
     arts = {a.key: a for a in flow_run_artifacts(state.state_details.flow_run_id)}
-    assert {"nlsq-fit-params", "nlsq-fit-report", "nlsq-fit-results"} <= set(arts)
-    table = arts["nlsq-fit-params"].data
+    assert {"nlsq-params-local-decay", "nlsq-report-local-decay", "nlsq-plot-local-decay"} <= set(arts), set(arts)
+    table = arts["nlsq-params-local-decay"].data
     rows = json.loads(table) if isinstance(table, str) else table
     assert [r["parameter"] for r in rows] == ["a", "b", "c"]
     assert all(r["relative %"] for r in rows)
-    report = arts["nlsq-fit-report"].data
-    assert "standard" in report and "chi2" in report and "## Parameters" in report
-    assert str(results) in arts["nlsq-fit-results"].data
-    # the plot: written to storage and linked (matplotlib is in the test extra)
-    pytest.importorskip("matplotlib")
-    assert (results / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "nlsq-fit-plot" in arts
+    report = arts["nlsq-report-local-decay"].data
+    assert "standard" in report and "chi2" in report and "## Parameters" in report and str(results) in report
+    # the plot: written to storage, and embedded (a browser cannot open the worker's file path)
+    png = (results / "fit.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    import base64
+    import re
+
+    for text in (report, arts["nlsq-plot-local-decay"].data):
+        (b64,) = re.findall(r"!\[[^]]*\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", text)
+        assert base64.b64decode(b64)[:8] == b"\x89PNG\r\n\x1a\n"
+    # the run's name says which fit it is; its log says how it ended, in one line
+    logs = flow_run_logs(state.state_details.flow_run_id, until="fit converged")
+    (outcome,) = [m for m in logs if m.startswith("fit converged")]
+    assert "reduced chi2" in outcome and "a=2.5" in outcome and str(results) in outcome
+    assert not any(m.count("strategy") > 1 for m in logs if m.startswith("plan:")), logs
 
 
 def test_chunked_branch_chosen_by_memory_limit(decay_npz, tmp_path):
@@ -114,7 +125,7 @@ def test_quality_goal_runs_validation_task_and_writes_validation_json(decay_npz,
     stored = json.loads((Path(out["uris"]["results_dir"]) / "validation.json").read_text())
     assert "validation.json" in json.loads((Path(out["uris"]["results_dir"]) / "manifest.json").read_text())["files"]
     assert stored["passed"] == out["validation"]["passed"]
-    report = {a.key: a for a in flow_run_artifacts(state.state_details.flow_run_id)}["nlsq-fit-report"].data
+    report = {a.key: a for a in flow_run_artifacts(state.state_details.flow_run_id)}["nlsq-report-local-decay"].data
     assert "## Validation" in report
 
 
@@ -135,11 +146,18 @@ def test_bad_request_fails_before_writing(decay_npz, tmp_path, change, field, wo
     from flows import fit_flow
 
     storage = tmp_path / "out"
-    state = fit_flow(_request(decay_npz, storage, **change), return_state=True)
+    request = _request(decay_npz, storage)
+    # past the request's own validation (as a caller building it field by field can be)
+    request = request.model_copy(update={"preset": change["preset"]} if "preset" in change else change)
+    state = fit_flow(request, return_state=True)
     assert state.is_failed()
     msg = failure_message(state)
     assert field in msg and words in msg, msg
     assert not storage.exists()
+    # one message, logged once, and no traceback
+    logs = flow_run_logs(state.state_details.flow_run_id, until="Finished in state Failed")
+    assert sum(words in m for m in logs) <= 2, logs  # the refusal, and Prefect's "Finished in state Failed(...)"
+    assert not any("Traceback" in m for m in logs), logs
 
 
 def test_missing_and_unreadable_data_fail_before_writing(tmp_path):
@@ -161,7 +179,7 @@ def test_invalid_parameters_rejected_before_the_run(decay_npz, tmp_path):
     from flows import fit_flow
 
     good = _request(decay_npz, tmp_path / "x").model_dump()
-    good["memory_limit_gb"] = -1
+    good["advanced"]["memory_limit_gb"] = -1
     state = fit_flow(good, return_state=True)
     assert state.is_failed()
     assert "memory_limit_gb" in failure_message(state)
@@ -191,6 +209,8 @@ def test_default_storage_holds_a_directory_per_run_and_npy_columns_default(decay
     assert Path(out["storage_uri"]) == tmp_path / "nlsq_results"
     assert Path(out["uris"]["results_dir"]).parent == tmp_path / "nlsq_results" / "runs"
     assert (Path(out["uris"]["results_dir"]) / "manifest.json").exists()
+    # named after the data set and the model, then the time: table-expr-YYYYmmdd-HHMMSS
+    assert re.fullmatch(r"table-expr-\d{8}-\d{6}", Path(out["uris"]["results_dir"]).name), out["uris"]
     # reduced chi2 ~ 1 only if the sigma column (0.05) was used with absolute_sigma
     assert 0.8 < out["statistics"]["redchi"] < 1.2
 
@@ -202,5 +222,5 @@ def test_without_matplotlib_the_flow_runs_and_says_the_plot_was_skipped(decay_np
     state, out = _run(_request(decay_npz, tmp_path / "np", preset="standard", plot=True))
     assert any("plot was skipped" in n for n in out["notes"])
     assert "plot" not in out["uris"] and not (Path(out["uris"]["results_dir"]) / "fit.png").exists()
-    report = {a.key: a for a in flow_run_artifacts(state.state_details.flow_run_id)}["nlsq-fit-report"].data
+    report = {a.key: a for a in flow_run_artifacts(state.state_details.flow_run_id)}["nlsq-report-local-decay"].data
     assert "plot was skipped" in report

@@ -105,9 +105,10 @@ def test_progress_reporter_throttles_and_finishes():
     with get_client(sync_client=True) as client:
         art = client.read_artifacts(limit=200)
     mine = [a for a in art if a.id == artifact_id]
-    assert mine and float(mine[0].data) == 100.0 and "FTOL" in mine[0].description
+    assert mine and float(mine[0].data) == 100.0
+    assert mine[0].description == "FTOL after 2 passes of at most 3, cost 0.02", mine[0].description
     assert describe({"phase": "pass", "pass": 3, "chunk": 1, "n_chunks": 4, "cost": 2.0, "nit": 2}) == \
-        "pass pass 3 chunk 1/4 cost=2 nit=2"
+        "pass 3, chunk 2/4, cost 2, iteration 2"
 
 
 def test_storage_options_from_a_secret_block():
