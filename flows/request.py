@@ -645,9 +645,14 @@ class FitSettings(BaseModel):
             overrides = overrides.model_dump()
         for k, v in (overrides or {}).items():
             advanced.setdefault(k, v)
+        flat_memory = "memory_limit_gb" in data
         for k in list(data):
             if k in _ADVANCED_KEYS:
                 advanced.setdefault(k, data.pop(k))
+        # The form's 0 means "detected"; a Python caller's explicit 0 GB is a mistake.
+        if advanced.get("memory_limit_gb") == 0 and flat_memory:
+            raise ValueError("memory_limit_gb=0: give a positive number of GB, or leave it out for the free memory "
+                             "detected on the worker")
         data["advanced"] = advanced
         model = data.get("model")
         if isinstance(model, str) and model.strip() == EXPRESSION:
