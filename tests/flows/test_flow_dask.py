@@ -55,7 +55,7 @@ def test_request_refuses_an_unknown_executor():
     assert "executor" in msg and "'spark://x'" in msg and "local-cluster:N" in msg
     # the UI form (the request's JSON schema) offers the field, with its choices described
     for model in (FitRequest, BatchFitRequest):
-        field = model.model_json_schema()["properties"]["executor"]
+        field = model.model_json_schema()["$defs"]["AdvancedSettings"]["properties"]["executor"]  # advanced section
         assert field["default"] == "local" and "local-cluster:2" in field["examples"]
         assert "scheduler address" in field["description"]
     assert FitRequest.model_validate({"data": {"uri": "x.npy"}, "model": "gaussian",

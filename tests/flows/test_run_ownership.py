@@ -119,7 +119,8 @@ def test_a_failed_fit_fails_the_run_and_keeps_its_result(prefect_harness, decay_
 
     from flows.request import FailedFit
 
-    warned = fit_flow(req.model_copy(update={"on_failed_fit": FailedFit.WARN}), return_state=True)
+    warned = fit_flow(req.model_copy(update={"advanced": req.advanced.model_copy(update={"on_failed_fit": FailedFit.WARN})}),
+                      return_state=True)
     assert warned.is_completed() and warned.name == "Completed with warnings", warned
     assert warned.result()["fit_failed"] is True and "did not succeed" in warned.message
 
