@@ -52,6 +52,8 @@ class UIStack(PrefectStack):
     def _environment(self) -> dict:
         env = super()._environment()
         env["PREFECT_SERVER_UI_ENABLED"] = "true"
+        # the worker's storage policy: the check's data and results live in its temporary folder
+        env["NLSQ_STORAGE_ROOTS"] = str(self.root.parent)
         return env
 
     def start_server(self, attempts: int = 3) -> None:
@@ -207,8 +209,9 @@ def run_check(shots: Path | None, keep: bool, server: str | None = None, deploym
             server = stack.api_url.removesuffix("/api")
             seen.append(f"server {server}: local deployments applied, process worker polling")
         browse(server, deployment_id, data, results, shots, seen)
-        assert (results / "results" / "manifest.json").exists(), f"no results under {results}"
-        seen.append(f"results stored under {results}")
+        stored = sorted(results.glob("runs/*/manifest.json"))  # <location>/runs/<run name>/
+        assert len(stored) == 1, f"expected one run's results under {results}, found {stored}"
+        seen.append(f"results stored in {stored[0].parent}")
         print("\n".join(["UI check passed:"] + [f"  - {s}" for s in seen]))
         return 0
     except Exception as exc:
