@@ -116,7 +116,7 @@ def report_markdown(summary: dict, plan: dict, uris: dict, validation: Optional[
         "## Strategy",
         f"- **strategy**: `{summary.get('strategy') or plan.get('strategy')}`",
         f"- **why**: {plan.get('reason') or summary.get('strategy_reason', '')}",
-        f"- **preset**: `{plan.get('preset_name', '')}`, goal: `{plan.get('goal') or summary.get('goal')}`",
+        f"- **preset**: `{plan.get('workflow') or plan.get('preset_name', '')}`, goal: `{plan.get('goal') or summary.get('goal')}`",
     ]
     budget = plan.get("budget") or summary.get("budget") or {}
     if budget:

@@ -83,7 +83,7 @@ def list_datasets(request: BatchFitRequest) -> dict[str, Any]:
         return {"stack": request.data.stack, "n_sets": k}
     uris = list(request.data.uris)
     if request.data.glob:
-        from nlsq_tasks.io._fs import resolve
+        from nlsq_tasks.io import resolve
 
         fs, path = resolve(request.data.glob, opts)
         proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol

@@ -7,6 +7,7 @@ Commands::
     nlsq-flow presets [NAME]
     nlsq-flow inspect URI          # a result directory (summary, manifest) or a checkpoint location
     nlsq-flow batch --data 'runs/*.npz' --model ... | --stack stack.npz   # many data sets (flows/cli_batch.py)
+    nlsq-flow plan DATA_URI --model M [--preset P] [--json]   # what a run would do and why; fits nothing
 
 With no ``PREFECT_API_URL`` configured, the CLI starts a temporary local Prefect server
 (SQLite in ``PREFECT_HOME``) and stops it at exit: nothing to start by hand. A watchdog
@@ -103,11 +104,11 @@ def _build_request(args) -> Any:
         "preset": args.preset,
         "goal": args.goal,
         "memory_limit_gb": args.memory_limit_gb,
-        "storage_uri": args.storage,
+        "storage_uri": getattr(args, "storage", None),
         "absolute_sigma": args.absolute_sigma,
-        "plot": not args.no_plot,
-        "resume": not args.no_resume,
-        "executor": args.executor,
+        "plot": not getattr(args, "no_plot", False),
+        "resume": not getattr(args, "no_resume", False),
+        "executor": getattr(args, "executor", "local"),
     }
     if getattr(args, "on_failed_fit", None):
         payload["on_failed_fit"] = args.on_failed_fit
@@ -326,47 +327,85 @@ def cmd_inspect(args) -> int:
     return 1 if "INCOMPLETE:" in text else 0
 
 
-# -- argparse -----------------------------------------------------------------------------
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nlsq-flow", description="Nonlinear least-squares fits as Prefect 3 flows.")
-    sub = p.add_subparsers(dest="command", required=True)
+def cmd_plan(args) -> int:
+    """What ``run`` would do with these arguments, and why: the plan, from the data's
+    metadata only (nothing is fitted, nothing is written, no Prefect server is needed)."""
+    from .tasks import checked_request, data_info, plan_request
 
-    r = sub.add_parser("run", help="run fit_flow on one data set")
-    r.add_argument("--data", required=True, help="data URI (.npy, .npz, .csv, .parquet; local, s3://, memory://)")
+    try:
+        request = _build_request(args)
+        checked = checked_request(request)
+        plan = plan_request(data_info(request.data), checked, request)
+    except Exception as exc:  # errors name the field, the value and what is allowed
+        print(f"cannot plan: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2, default=str))
+    else:
+        print(f"model:       {checked['model']} ({', '.join(checked['param_names'])})")
+        print(plan.describe())
+    return 0
+
+
+# -- argparse -----------------------------------------------------------------------------
+def _add_fit_arguments(r: argparse.ArgumentParser) -> None:
+    """The request's options shared by ``run`` and ``plan``; choices come from the library's registries."""
+    from nlsq_tasks.strategies import strategy_names
+    from nlsq_tasks.workflow import OptimizationGoal
+
+    from .request import DataFormat
+
     r.add_argument("--model", required=True, help="built-in model name or expression in x, e.g. 'a*exp(-b*x)+c'")
     r.add_argument("--preset", default="auto", help="preset name or YAML path/URI (default auto)")
     r.add_argument("--p0", type=float, nargs="+")
     r.add_argument("--lower", type=float, nargs="+")
     r.add_argument("--upper", type=float, nargs="+")
-    r.add_argument("--storage", help="where results and checkpoints go (default ./nlsq_results/<run name>)")
-    r.add_argument("--goal", choices=["fast", "robust", "global", "memory_efficient", "quality"])
+    r.add_argument("--goal", choices=[g.name.lower() for g in OptimizationGoal])
     r.add_argument("--memory-limit-gb", type=float, dest="memory_limit_gb")
-    r.add_argument("--strategy", choices=["auto", "standard", "chunked", "streaming"])
+    r.add_argument("--strategy", choices=["auto", *strategy_names()])
     r.add_argument("--tolerance", type=float)
     r.add_argument("--n-starts", type=int, dest="n_starts")
     r.add_argument("--chunk-size", type=int, dest="chunk_size")
     r.add_argument("--max-nfev", type=int, dest="max_nfev")
-    r.add_argument("--format", default="auto", choices=["auto", "npy", "npz", "csv", "parquet"])
+    r.add_argument("--format", default="auto", choices=[f.value for f in DataFormat])
     r.add_argument("--x", help="x column/key (npy: index; several features: a,b)")
     r.add_argument("--y", help="y column/key")
     r.add_argument("--sigma", help="sigma column/key (default: the file's sigma if any)")
     r.add_argument("--ignore-sigma", action="store_true", dest="ignore_sigma")
     r.add_argument("--absolute-sigma", action="store_true", dest="absolute_sigma")
-    r.add_argument("--no-plot", action="store_true", dest="no_plot")
-    r.add_argument("--no-resume", action="store_true", dest="no_resume")
     r.add_argument("--executor", default="local",
                    help="where the passes run: local (default), local-cluster:N (a temporary Dask cluster of N "
                         "worker processes) or a Dask scheduler address tcp://host:8786")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from nlsq_tasks.workflow import OptimizationGoal
+
+    p = argparse.ArgumentParser(prog="nlsq-flow", description="Nonlinear least-squares fits as Prefect 3 flows.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="run fit_flow on one data set")
+    r.add_argument("--data", required=True, help="data URI (.npy, .npz, .csv, .parquet; local, s3://, memory://)")
+    _add_fit_arguments(r)
+    r.add_argument("--storage", help="where results and checkpoints go (default ./nlsq_results/<run name>)")
+    r.add_argument("--no-plot", action="store_true", dest="no_plot")
+    r.add_argument("--no-resume", action="store_true", dest="no_resume")
     r.add_argument("--on-failed-fit", choices=["fail", "warn"], dest="on_failed_fit",
                    help="a fit that does not succeed: fail the run (exit 1, default) or complete with a warning (exit 3)")
     r.add_argument("--json", action="store_true", help="print the flow's return value as JSON")
     r.set_defaults(func=cmd_run)
 
+    pl = sub.add_parser("plan", help="print what run would do and why (the plan), without fitting")
+    pl.add_argument("data", help="data URI (.npy, .npz, .csv, .parquet; local, s3://, memory://)")
+    _add_fit_arguments(pl)
+    pl.add_argument("--json", action="store_true", help="print the plan as JSON (FitPlan.to_dict())")
+    pl.set_defaults(func=cmd_plan)
+
     d = sub.add_parser("demo", help="write a synthetic data set to ./.nlsq_demo and fit it with fit_flow")
     d.add_argument("--n", type=_points, default=200_000, help="number of points, 10 to 1e9 (default 2e5)")
     d.add_argument("--dir", default=".nlsq_demo")
     d.add_argument("--preset", default="auto")
-    d.add_argument("--goal", choices=["fast", "robust", "global", "memory_efficient", "quality"])
+    d.add_argument("--goal", choices=[g.name.lower() for g in OptimizationGoal])
     d.add_argument("--memory-limit-gb", type=float, dest="memory_limit_gb")
     d.add_argument("--json", action="store_true")
     d.set_defaults(func=cmd_demo)

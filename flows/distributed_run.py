@@ -73,9 +73,10 @@ def _run(args, joined: dict) -> dict:
 
     from nlsq_tasks.distributed import fit_distributed, is_writer
     from nlsq_tasks.io import CheckpointStore, ResultStore, open_source
+    from nlsq_tasks.limits import DEFAULT_CHUNK_SIZE
 
     keys = dict(x_key=args.x_key, y_key=args.y_key, sigma_key=args.sigma_key)
-    source = open_source(args.data, chunk_size=65_536, readahead=0, **keys)
+    source = open_source(args.data, chunk_size=DEFAULT_CHUNK_SIZE, readahead=0, **keys)
 
     def open_shares(rows: int):
         return open_source(args.data, chunk_size=rows, readahead=0, **keys)

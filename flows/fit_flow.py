@@ -4,11 +4,15 @@ DAG::
 
     check_policy (the worker's storage policy; reads nothing)
     check_request ─┐
-    check_storage ─┼─> claim_run_dir ─> plan_fit ─> fit_standard | fit_chunked | fit_streaming
+    check_storage ─┼─> claim_run_dir ─> plan_fit ─> fit_data  (runs the plan: any registered strategy)
     inspect_data  ─┘                                      │
-                                         ├─> validate_quality   (goal QUALITY or the preset asks)
+                                         ├─> validate_quality   (when the plan says so)
                                          ├─> plot_fit           (PNG to storage; skipped without matplotlib)
                                          └─> publish_artifacts  (report with the plot, parameter table)
+
+``plan_fit`` is ``nlsq_tasks.plan_fit`` on the request: the plan (strategy and why, chunking,
+tolerances, starts, validation, devices, executor) is decided there once, shown as the
+artifact ``nlsq-fit-plan`` and in the flow's result, and run as it is by ``fit_data``.
 
 The checks run before any fit and write nothing, so a bad request (a place outside the
 storage policy, unknown preset, unsafe expression, missing or non-numeric data, missing
@@ -43,7 +47,6 @@ from . import resolve as R
 from . import tasks as T
 from .request import BUILTIN_MODELS, DataSpec, FitRequest, FitSettings
 
-_FIT_TASKS = {"standard": T.fit_standard, "chunked": T.fit_chunked, "streaming": T.fit_streaming}
 REFUSED = "request refused: "
 
 
@@ -234,7 +237,7 @@ def _run_fit(data: DataSpec, settings: FitSettings, storage_uri: str, *, artifac
     timings["plan"] = time.perf_counter() - t
 
     t = time.perf_counter()
-    fitted = _FIT_TASKS[plan["strategy"]](data, settings, checked, plan, paths)
+    fitted = T.fit_data(data, settings, checked, plan, paths)
     timings["fit"] = time.perf_counter() - t
     summary, uris = fitted["summary"], fitted["uris"]
 
@@ -255,11 +258,11 @@ def _run_fit(data: DataSpec, settings: FitSettings, storage_uri: str, *, artifac
             logger.warning(plot["skipped"])
         else:
             uris["plot"] = plot["uri"]
-    plan = {**plan, "task_timings": timings}
+    shown = {**plan, "task_timings": timings, "data_scan": T.data_scan_note(plan["strategy"])}
     failed = not summary.get("success")
     if failed:
         notes.append(f"the fit did not succeed: {summary.get('status')}: {summary.get('message')}")
-    artifact_ids = (T.publish_artifacts(summary, plan, uris, validation, plot, notes, artifact_scope(data))
+    artifact_ids = (T.publish_artifacts(summary, shown, uris, validation, plot, notes, artifact_scope(data))
                     if artifacts else {})
     logger.info(outcome_line(summary, uris.get("results_dir", storage_uri)))
     if failed and _on_failed_fit(settings) == "fail":
@@ -277,6 +280,7 @@ def _run_fit(data: DataSpec, settings: FitSettings, storage_uri: str, *, artifac
         "message": summary.get("message"),
         "strategy": plan["strategy"],
         "reason": plan["reason"],
+        "plan": plan,
         "params": {k: v.get("value") for k, v in (summary.get("params") or {}).items()},
         "statistics": summary.get("statistics"),
         "validation": validation,

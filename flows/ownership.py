@@ -31,9 +31,9 @@ import time
 import uuid
 from typing import Any, Optional
 
-from nlsq_tasks.io import StorageError
-from nlsq_tasks.io._errors import scrub, storage_errors
-from nlsq_tasks.io._fs import is_local, is_object_store, resolve, write_bytes_atomic
+from nlsq_tasks.io import (
+    StorageError, is_local, is_object_store, resolve, scrub, storage_errors, write_bytes_atomic,
+)
 
 log = logging.getLogger("flows.ownership")
 

@@ -45,6 +45,8 @@ from prefect.types import SecretDict
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
 from nlsq_tasks.engine.options import LOSSES
+from nlsq_tasks.io import format_names
+from nlsq_tasks.limits import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from nlsq_tasks.workflow import OptimizationGoal, Strategy
 
 # Names a preset or registered model may have (also keeps them safe as path parts).
@@ -85,16 +87,6 @@ EXPRESSION = "expression"
 PRESET_DEFAULT = "preset"
 
 
-class DataFormat(str, enum.Enum):
-    """How a data file is laid out (``auto``: from the file name's suffix)."""
-
-    AUTO = "auto"
-    NPY = "npy"
-    NPZ = "npz"
-    CSV = "csv"
-    PARQUET = "parquet"
-
-
 def _str_enum(name: str, values, doc: str) -> type[enum.Enum]:
     """A str enum whose members are the library's own values, so the UI form cannot drift
     from what the engine accepts."""
@@ -103,6 +95,11 @@ def _str_enum(name: str, values, doc: str) -> type[enum.Enum]:
     return cls
 
 
+DataFormat = _str_enum(
+    "DataFormat",
+    ["auto", *format_names()],
+    "How a data file is laid out (`auto`: from the file name's suffix); the formats nlsq_tasks.io reads.",
+)
 Goal = _str_enum(
     "Goal",
     [PRESET_DEFAULT] + [g.name.lower() for g in OptimizationGoal],
@@ -462,7 +459,7 @@ class AdvancedSettings(BaseModel):
                           description=f"Bound on function evaluations (streaming: passes over the data). {_ZERO}")
     n_starts: int = Field(0, ge=0, le=1000, title="Starts",
                           description=f"Multi-start count; 1 is a single start from the starting values. {_ZERO}")
-    chunk_size: int = Field(0, ge=0, le=1_000_000, title="Points per chunk",
+    chunk_size: int = Field(0, ge=0, le=MAX_CHUNK_SIZE, title="Points per chunk",
                             description="Chunked and streaming fits: at least 1000. 0: the plan's size.")
     devices: int = Field(0, ge=0, le=4096, title="Most devices",
                          description="At most this many devices (GPUs) for one fit. 0: all of them.")
@@ -543,8 +540,8 @@ class AdvancedSettings(BaseModel):
     @field_validator("chunk_size")
     @classmethod
     def _chunk_floor(cls, v: int) -> int:
-        if 0 < v < 1000:
-            raise ValueError(f"chunk_size={v} is too small; use at least 1000 points, or 0 for the plan's size")
+        if 0 < v < MIN_CHUNK_SIZE:
+            raise ValueError(f"chunk_size={v} is too small; use at least {MIN_CHUNK_SIZE} points, or 0 for the plan's size")
         return v
 
     @field_validator("validate_fit", mode="before")

@@ -183,17 +183,6 @@ def preset_name(preset: Any, spec: str) -> str:
     return str(getattr(preset, "name", None) or spec)
 
 
-def preset_strategy(preset: Any) -> Optional[str]:
-    """The strategy a preset fixes, or None when it leaves the choice to the memory budget."""
-    s = getattr(preset, "strategy", None)
-    s = getattr(s, "value", s)
-    return s if s in ("standard", "chunked", "streaming") else None
-
-
-def preset_wants_validation(preset: Any) -> bool:
-    return bool(getattr(preset, "validate", False))
-
-
 # -- models -----------------------------------------------------------------------------
 def resolve_request_model(spec: str):
     """A registered name, a built-in name or a whitelisted expression -> ``Model``."""

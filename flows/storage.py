@@ -15,8 +15,7 @@ from typing import Any, Optional
 
 def check_writable_location(uri: str, storage_options: Optional[dict] = None) -> dict[str, Any]:
     """``{"uri", "protocol", "exists"}``; raises a storage error or ValueError naming ``storage_uri``."""
-    from nlsq_tasks.io._errors import StorageError
-    from nlsq_tasks.io._fs import is_local, protocol, resolve
+    from nlsq_tasks.io import StorageError, is_local, protocol, resolve
     from nlsq_tasks.io.retry import with_retries
 
     fs, path = resolve(uri, storage_options)

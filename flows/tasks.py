@@ -45,6 +45,7 @@ from . import resolve as R
 from .request import DataSpec, FitSettings, StorageCredentials
 
 MAX_TRANSIENT_RETRIES = 3
+PLAN_ARTIFACT_KEY = "nlsq-fit-plan"
 PLOT_SAMPLE = 5000
 PLOT_FULL_READ_POINTS = 2_000_000  # below this the plot task reads the data once for a uniform sample
 
@@ -147,10 +148,8 @@ def check_policy(data: DataSpec, settings: FitSettings, storage_uri: str) -> dic
     return R.check_policy(data.uri, settings.preset_spec, storage_uri)
 
 
-@task(name="check-request", **_RETRYING)
-@_refusing
-def check_request(settings: FitSettings) -> dict[str, Any]:
-    """Resolve the preset (by name, path or URI) and the model; check p0/bounds against it."""
+def checked_request(settings: FitSettings) -> dict[str, Any]:
+    """The request's preset (after its overrides) and model, checked against p0/bounds."""
     opts = settings.storage.resolved_options()
     preset = R.apply_overrides(R.load_request_preset(settings.preset_spec, opts), settings)
     model = R.resolve_request_model(settings.model)
@@ -159,12 +158,17 @@ def check_request(settings: FitSettings) -> dict[str, Any]:
     return {
         "preset": preset.to_dict(),
         "preset_name": R.preset_name(preset, settings.preset_spec),
-        "preset_strategy": R.preset_strategy(preset),
-        "preset_validates": R.preset_wants_validation(preset),
         "model": getattr(model, "name", settings.model),
         "param_names": names,
         "n_params": len(names),
     }
+
+
+@task(name="check-request", **_RETRYING)
+@_refusing
+def check_request(settings: FitSettings) -> dict[str, Any]:
+    """Resolve the preset (by name, path or URI) and the model; check p0/bounds against it."""
+    return checked_request(settings)
 
 
 @task(name="check-storage", **_RETRYING)
@@ -196,14 +200,18 @@ def _flow_run_id() -> Optional[str]:
 
 
 # -- 1. inspect ---------------------------------------------------------------------------
-@task(name="inspect-data", **_RETRYING)
-@_refusing
-def inspect_data(data: DataSpec) -> dict[str, Any]:
-    """Shape, dtype and size of the data set, from its metadata only."""
+def data_info(data: DataSpec) -> dict[str, Any]:
     from nlsq_tasks.io import inspect_data as io_inspect
 
     info = io_inspect(data.uri, storage_options=data.resolved_options(), **R.data_keywords(data))
     return info.to_dict()
+
+
+@task(name="inspect-data", **_RETRYING)
+@_refusing
+def inspect_data(data: DataSpec) -> dict[str, Any]:
+    """Shape, dtype and size of the data set, from its metadata only."""
+    return data_info(data)
 
 
 def data_scan_note(strategy: str) -> str:
@@ -215,90 +223,35 @@ def data_scan_note(strategy: str) -> str:
 
 
 # -- 2. plan ------------------------------------------------------------------------------
+def plan_request(info: dict, checked: dict, settings: FitSettings):
+    """The library's one planner on the request's inputs (what ``nlsq-flow plan`` prints, too)."""
+    from nlsq_tasks import plan_fit as library_plan_fit
+    from nlsq_tasks.workflow import Preset
+
+    return library_plan_fit(
+        n_points=int(info["n_points"]), n_features=int(info["n_features"]), n_params=int(checked["n_params"]),
+        workflow=Preset.model_validate(checked["preset"]), goal=settings.goal_name,
+        memory_limit_gb=settings.memory_limit_gb, strategy=settings.overrides.as_updates().get("strategy"),
+        executor=settings.executor, has_sigma=bool(info.get("has_sigma")), **R.fit_keywords(settings),
+    )
+
+
 @task(name="plan-fit", **_COMMON)
 def plan_fit(info: dict, checked: dict, settings: FitSettings) -> dict[str, Any]:
-    """Memory budget and strategy (with its reason), honouring a fixed strategy and memory_limit_gb."""
-    from nlsq_tasks.workflow import MemoryBudgetSelector
+    """Every decision of the fit, once, with its reason: ``nlsq_tasks.plan_fit(...).to_dict()``.
 
-    n, k, p = int(info["n_points"]), int(info["n_features"]), int(checked["n_params"])
-    forced = settings.overrides.as_updates().get("strategy")
-    fixed = checked.get("preset_strategy")  # the preset after the request's overrides
-    selector = MemoryBudgetSelector()
-    # On a GPU worker the fit runs on the GPU: plan against its free memory.
-    selector.select(n_points=n, n_params=p, n_features=k, memory_limit_gb=settings.memory_limit_gb,
-                    goal=settings.goal_name, use_gpu=_has_gpu())
-    decision = selector.last_decision
-    plan = {
-        "n_points": n, "n_features": k, "n_params": p,
-        "budget": decision.budget.to_dict(),
-        "config": decision.to_dict()["config"],
-        "memory_strategy": decision.strategy.value,
-        "preset_name": checked["preset_name"],
-        "goal": settings.goal_name or checked["preset"].get("goal"),
-    }
-    if fixed:
-        who = "the request's overrides" if forced else f"preset '{checked['preset_name']}'"
-        plan["strategy"] = fixed
-        plan["reason"] = (f"strategy {fixed} fixed by {who} (the memory budget alone would choose "
-                          f"{decision.strategy.value}: {decision.reason})")
-    else:
-        plan["strategy"] = decision.strategy.value
-        plan["reason"] = decision.reason
-    chunk = checked["preset"].get("chunk_size") or (plan["config"] or {}).get("chunk_size")
-    plan["chunk_size"] = int(min(max(chunk or 65536, 1000), 1_000_000))
-    if plan["strategy"] != "standard" and f"{plan['chunk_size']:,} points" not in plan["reason"]:
-        plan["reason"] += f"; chunks of {plan['chunk_size']:,} points"
-    plan["validate"] = bool(settings.goal_name == "quality" or checked.get("preset_validates"))
-    plan["data_scan"] = data_scan_note(plan["strategy"])
-    _record_cluster(plan)
-    _plan_executor(plan, info, settings)
-    return plan
-
-
-def _plan_executor(plan: dict, info: dict, settings: FitSettings) -> None:
-    """Where the passes run. On Dask every strategy runs as passes over the chunks held by
-    the workers (with resident chunks that is the chunked fit, done where the data are):
-    the plan records the workers, whether the chunks stay resident, and why."""
-    plan["executor"] = settings.executor
-    if settings.executor == "local":
-        return
-    from nlsq_tasks.dask import plan_residency
-
-    plan["dask"] = plan_residency(settings.executor, plan["n_points"], plan["n_features"], bool(info.get("has_sigma")))
-    if plan["strategy"] != "streaming":
-        plan["reason"] += f"; run as passes over the chunks held by the Dask workers ({settings.executor})"
-        plan["strategy"] = "streaming"
-    plan["reason"] += f"; executor {settings.executor}: {plan['dask']['resident_reason']}"
-
-
-def _record_cluster(plan: dict) -> None:
-    """On PBS/SLURM or a multi-GPU node, record the cluster and its distributed config.
-
-    The fit itself runs in this one process; the record tells the user (and the report)
-    which allocation the run saw, and the distributed config's chunk size and checkpoint
-    frequency apply to streaming fits.
+    The fit task runs this plan as it is; nothing downstream decides again. The plan is
+    shown in the UI as the markdown artifact ``nlsq-fit-plan`` (what will run and why).
     """
-    from nlsq_tasks.workflow import ClusterDetector, create_distributed_config
+    plan = plan_request(info, checked, settings)
+    from prefect.artifacts import create_markdown_artifact
 
-    cluster = ClusterDetector().detect()
-    if cluster is None:
-        return
-    plan["cluster"] = cluster.to_dict()
-    plan["distributed"] = create_distributed_config(cluster)
-    plan["reason"] += (f"; cluster: {cluster.scheduler} job {cluster.job_id}, {cluster.node_count} node(s), "
-                       f"{cluster.total_gpus} GPU(s)")
+    create_markdown_artifact(key=PLAN_ARTIFACT_KEY, markdown="### Fit plan\n```\n" + plan.describe() + "\n```",
+                             description=f"{plan.strategy}: {plan.reason}"[:500])
+    return plan.to_dict()
 
 
-def _has_gpu() -> bool:
-    import jax
-
-    try:
-        return any(d.platform == "gpu" for d in jax.devices())
-    except RuntimeError:  # no backend could be initialised
-        return False
-
-
-# -- 3. the fits ----------------------------------------------------------------------------
+# -- 3. the fit -----------------------------------------------------------------------------
 def _progress_reporter(plan: dict, checked: dict, settings: FitSettings, artifact: bool = True):
     """Progress against the fit's known bound: a Prefect progress artifact (``artifact``) and,
     under ``nlsq-flow`` on a terminal, a progress bar on stderr. None when neither is wanted."""
@@ -307,31 +260,10 @@ def _progress_reporter(plan: dict, checked: dict, settings: FitSettings, artifac
     bar_wanted = terminal_bar_wanted()
     if not artifact and not bar_wanted:
         return None
-    max_nfev = settings.overrides.as_updates().get("max_nfev") or checked["preset"].get("max_nfev")
-    n_starts = settings.overrides.as_updates().get("n_starts") or checked["preset"].get("n_starts") or 1
-    unit, limit, segments = limits_from_plan({**plan, "n_starts": n_starts}, checked["n_params"], max_nfev)
+    # the plan holds the bound: its strategy, chunking, starts and max_nfev
+    unit, limit, segments = limits_from_plan(plan, checked["n_params"], plan.get("max_nfev"))
     bar = TerminalProgressBar(unit=unit) if bar_wanted else None
     return ProgressReporter(unit=unit, limit=limit, segments=segments, artifact=artifact, bar=bar)
-
-
-def _fit_arguments(settings: FitSettings, checked: dict, plan: dict) -> dict[str, Any]:
-    from nlsq_tasks.workflow import Preset
-
-    preset = Preset.model_validate(checked["preset"])
-    kwargs = dict(
-        p0=settings.p0,
-        bounds=R.bounds_of(settings, checked["n_params"]),
-        absolute_sigma=settings.absolute_sigma,
-        workflow=preset,
-        goal=settings.goal_name,
-        memory_limit_gb=settings.memory_limit_gb,
-        strategy=plan["strategy"],
-        validate=False,  # the QUALITY pass is its own task (validate_quality)
-    )
-    kwargs.update(R.fit_keywords(settings))
-    if plan["strategy"] != "standard":
-        kwargs["chunk_size"] = plan["chunk_size"]
-    return kwargs
 
 
 def _paths(paths) -> dict[str, str]:
@@ -340,16 +272,16 @@ def _paths(paths) -> dict[str, str]:
 
 
 def _store(result, settings: FitSettings, paths: dict, checked: dict, plan: dict, t0: float) -> dict[str, Any]:
+    from nlsq_tasks.engine.result import json_safe
     from nlsq_tasks.io import ResultStore, read_bytes
 
     from .ownership import RUN_RECORD
 
-    result.strategy_reason = plan["reason"]
     result.timings["task_total"] = time.perf_counter() - t0
     opts = settings.storage.resolved_options()
     # The request as it ran, credentials redacted, so a result directory explains itself.
     record = {"settings": R.redact(settings.model_dump(mode="json")), "plan": plan, "preset": checked["preset"]}
-    extra = {R.REQUEST_FILE: json.dumps(_json_safe(record), indent=2).encode()}
+    extra = {R.REQUEST_FILE: json.dumps(json_safe(record), indent=2).encode()}
     try:  # the run's claim record, so that the manifest lists every file of the directory
         extra[RUN_RECORD] = read_bytes(R.join(paths["run_dir"], RUN_RECORD), opts)
     except FileNotFoundError:
@@ -359,89 +291,55 @@ def _store(result, settings: FitSettings, paths: dict, checked: dict, plan: dict
     return {"summary": result.summary(), "uris": uris}
 
 
-def _in_memory_fit(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, paths,
-                   progress: bool) -> dict[str, Any]:
-    from nlsq_tasks.api import fit
-    from nlsq_tasks.io import load_arrays
+@task(name="fit", **_RETRYING)
+def fit_data(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, paths: dict) -> dict:
+    """Run the plan, then store the result in the run directory. A strategy that works in
+    memory gets the data read once into arrays (``fit``); one that makes passes gets a chunk
+    source (``fit_source``), with checkpoints under ``<storage_uri>/checkpoints``
+    (resumable). The QUALITY pass is the flow's own task (validate-quality), so it is off here.
 
-    t0 = time.perf_counter()
-    model = R.resolve_request_model(settings.model)
-    x, y, sigma = load_arrays(data.uri, storage_options=data.resolved_options(), **R.data_keywords(data))
-    kwargs = _fit_arguments(settings, checked, plan)
-    reporter = _progress_reporter(plan, checked, settings, artifact=progress)
-    if reporter is not None:
-        kwargs["progress"] = reporter
-    with worker_slot():
-        result = fit(model, x, y, sigma=sigma, **kwargs)
-    if reporter is not None:
-        reporter.finish(result.status.name)
-    return _store(result, settings, _paths(paths), checked, plan, t0)
-
-
-@task(name="fit-standard", **_RETRYING)
-def fit_standard(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, paths: dict) -> dict:
-    """Everything in memory: load the arrays, fit, store the result in the run directory."""
-    return _in_memory_fit(data, settings, checked, plan, paths, progress=False)
-
-
-@task(name="fit-chunked", **_RETRYING)
-def fit_chunked(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, paths: dict) -> dict:
-    """Data in memory, Jacobian chunk by chunk; progress per chunk."""
-    return _in_memory_fit(data, settings, checked, plan, paths, progress=True)
-
-
-class _FreshStart:
-    """A checkpoint sink that ignores earlier checkpoints (resume=False) but still saves."""
-
-    def __init__(self, sink):
-        self.sink = sink
-
-    def save(self, state, *, fingerprint):
-        self.sink.save(state, fingerprint=fingerprint)
-
-    def load_latest(self, fingerprint):
-        return None
-
-    def child(self, name):
-        return _FreshStart(self.sink.child(name))
-
-
-@task(name="fit-streaming", **_RETRYING)
-def fit_streaming(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, paths: dict) -> dict:
-    """Out of core: passes over a chunk source, checkpoints under <storage_uri>/checkpoints (resumable).
-
-    The problem's checkpoints are locked while the fit writes them: a second live run of the
-    same problem on the same storage is refused; a dead one's lock is taken over and its flow
-    run marked CRASHED (flows.ownership)."""
-    from nlsq_tasks.api import fit_source
+    Checkpointed fits lock the problem's checkpoints while they write them: a second live run
+    of the same problem on the same storage is refused; a dead one's lock is taken over and
+    its flow run marked CRASHED (flows.ownership)."""
+    from nlsq_tasks import FitPlan, fit, fit_source
     from nlsq_tasks.engine.checkpoint import CheckpointError
-    from nlsq_tasks.io import CheckpointStore, open_source
+    from nlsq_tasks.io import CheckpointStore, load_arrays, open_source
+    from nlsq_tasks.strategies import get_strategy
 
     from .ownership import ProblemLock, mark_flow_run_crashed, owner_record
 
     t0 = time.perf_counter()
     paths = _paths(paths)
+    fit_plan = FitPlan.from_dict(plan)
+    spec = get_strategy(fit_plan.strategy)
     model = R.resolve_request_model(settings.model)
-    source = open_source(data.uri, storage_options=data.resolved_options(), chunk_size=plan["chunk_size"],
-                         **R.data_keywords(data))
-    keep = int((checked["preset"].get("checkpoint") or {}).get("keep_last") or 3)
-    opts = settings.storage.resolved_options()
-    store = CheckpointStore(paths["checkpoints_dir"], opts, keep_last=keep)
-    kwargs = _fit_arguments(settings, checked, plan)
-    reporter = _progress_reporter(plan, checked, settings)
-    kwargs.update(checkpoint=store if settings.resume else _FreshStart(store), progress=reporter)
-    if plan.get("executor", "local") != "local":
-        kwargs["executor"] = plan["executor"]
-    key = R.problem_key(settings.model, source.fingerprint(), checked["preset"], settings, plan["chunk_size"])
-    owner = owner_record(paths["run_dir"].rstrip("/").rsplit("/", 1)[-1], _flow_run_id())
-    with ProblemLock(paths["checkpoints_dir"], key, opts, owner, on_stale=mark_flow_run_crashed), worker_slot():
-        try:
-            result = fit_source(model, source, **kwargs)
-        except CheckpointError as exc:  # name the request's setting and the CLI flag, not only the library's keyword
-            if "--no-resume" in str(exc):
-                raise
-            raise CheckpointError(f"{exc} In a flow request: resume=false; on the CLI: --no-resume.") from None
-    reporter.finish(result.status.name)
+    common = dict(p0=settings.p0, bounds=R.bounds_of(settings, checked["n_params"]),
+                  absolute_sigma=settings.absolute_sigma, plan=fit_plan.replace(validate=False))
+    # a progress artifact when the fit makes passes over chunks (one compiled solve has no steps to show)
+    reporter = _progress_reporter(plan, checked, settings, artifact=spec.chunks)
+    if spec.in_memory:
+        x, y, sigma = load_arrays(data.uri, storage_options=data.resolved_options(), **R.data_keywords(data))
+        with worker_slot():
+            result = fit(model, x, y, sigma=sigma, progress=reporter, **common)
+    else:
+        source = open_source(data.uri, storage_options=data.resolved_options(), chunk_size=fit_plan.chunk_size,
+                             **R.data_keywords(data))
+        keep = int((checked["preset"].get("checkpoint") or {}).get("keep_last") or 3)
+        opts = settings.storage.resolved_options()
+        store = CheckpointStore(paths["checkpoints_dir"], opts, keep_last=keep)
+        executor = settings.executor if fit_plan.executor == "dask" else None  # the plan's Dask workers
+        key = R.problem_key(settings.model, source.fingerprint(), checked["preset"], settings, fit_plan.chunk_size)
+        owner = owner_record(paths["run_dir"].rstrip("/").rsplit("/", 1)[-1], _flow_run_id())
+        with ProblemLock(paths["checkpoints_dir"], key, opts, owner, on_stale=mark_flow_run_crashed), worker_slot():
+            try:
+                result = fit_source(model, source, executor=executor, checkpoint=store, resume=settings.resume,
+                                    progress=reporter, **common)
+            except CheckpointError as exc:  # name the request's setting and the CLI flag, not only the library's keyword
+                if "--no-resume" in str(exc):
+                    raise
+                raise CheckpointError(f"{exc} In a flow request: resume=false; on the CLI: --no-resume.") from None
+    if reporter is not None:
+        reporter.finish(result.status.name)
     return _store(result, settings, paths, checked, plan, t0)
 
 
@@ -449,45 +347,28 @@ def fit_streaming(data: DataSpec, settings: FitSettings, checked: dict, plan: di
 @task(name="validate-quality", **_RETRYING)
 def validate_quality(data: DataSpec, settings: FitSettings, checked: dict, plan: dict, paths: dict) -> dict:
     """The QUALITY checks on the stored result; adds validation.json to it (and its manifest)."""
+    from nlsq_tasks import FitPlan
+    from nlsq_tasks.engine.result import json_safe
     from nlsq_tasks.engine.validation import validate_fit
     from nlsq_tasks.io import ResultStore, load_arrays, open_source, read_result
-
-    from .stored import fit_result_from_stored
+    from nlsq_tasks.strategies import get_strategy
 
     paths = _paths(paths)
     opts = settings.storage.resolved_options()
-    result = fit_result_from_stored(read_result(paths["results_dir"], opts))
+    result = read_result(paths["results_dir"], opts)
+    fit_plan = FitPlan.from_dict(plan)
     model = R.resolve_request_model(settings.model)
-    options = _solver_options(result, checked["preset"], settings)
-    if plan["strategy"] == "streaming":
-        source = open_source(data.uri, storage_options=data.resolved_options(), chunk_size=plan["chunk_size"],
+    options = fit_plan.solver_options(absolute_sigma=settings.absolute_sigma)
+    if not get_strategy(fit_plan.strategy).in_memory:
+        source = open_source(data.uri, storage_options=data.resolved_options(), chunk_size=fit_plan.chunk_size,
                              **R.data_keywords(data))
         report = validate_fit(model.fn, None, None, None, result, options, source=source)
     else:
         x, y, sigma = load_arrays(data.uri, storage_options=data.resolved_options(), **R.data_keywords(data))
         report = validate_fit(model.fn, x, y, sigma, result, options)
-    payload = report.to_dict()
-    ResultStore(paths["results_dir"], opts).add_files(
-        {R.VALIDATION_FILE: json.dumps(_json_safe(payload), indent=2).encode()})
-    return {"validation": _json_safe(payload), "uri": paths["validation"]}
-
-
-def _solver_options(result, preset: dict, settings: FitSettings):
-    """The options the fit ran with (tolerances as stored, loss and f_scale from the preset)."""
-    from nlsq_tasks.engine.options import SolverOptions
-
-    tol = result.tolerances or {}
-    return SolverOptions(
-        ftol=float(tol.get("ftol", 1e-8)), xtol=float(tol.get("xtol", 1e-8)), gtol=float(tol.get("gtol", 1e-8)),
-        max_nfev=preset.get("max_nfev"), loss=result.loss or preset.get("loss", "linear"),
-        f_scale=float(preset.get("f_scale", 1.0)), absolute_sigma=settings.absolute_sigma,
-    )
-
-
-def _json_safe(obj):
-    from nlsq_tasks.engine.result import _json_safe as safe
-
-    return safe(obj)
+    payload = json_safe(report.to_dict())
+    ResultStore(paths["results_dir"], opts).add_files({R.VALIDATION_FILE: json.dumps(payload, indent=2).encode()})
+    return {"validation": payload, "uri": paths["validation"]}
 
 
 # -- 5. plot and artifacts --------------------------------------------------------------------
@@ -503,7 +384,7 @@ def plot_fit(data: DataSpec, settings: FitSettings, summary: dict, plan: dict, p
     if not matplotlib_available():
         return {"skipped": "matplotlib is not installed; the plot was skipped (pip install 'nlsq-flows[plot]')"}
     model = R.resolve_request_model(settings.model)
-    source = open_source(data.uri, storage_options=data.resolved_options(), chunk_size=plan["chunk_size"],
+    source = open_source(data.uri, storage_options=data.resolved_options(), chunk_size=int(plan["chunk_size"]),
                          **R.data_keywords(data))
     n = int(source.n_points)
     if n <= PLOT_FULL_READ_POINTS:

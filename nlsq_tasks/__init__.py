@@ -9,7 +9,7 @@ from .engine.result import FitResult
 from .engine.status import FitStatus
 
 __all__ = [
-    "FitResult", "FitStatus", "fit", "fit_source", "curve_fit", "OptimizeWarning",
+    "FitResult", "FitStatus", "FitPlan", "plan_fit", "fit", "fit_source", "curve_fit", "OptimizeWarning",
     "fit_batch", "fit_global", "BatchFitResult",
 ]
 
@@ -29,4 +29,8 @@ def __getattr__(name):
         from . import batch
 
         return getattr(batch, name)
+    if name in ("FitPlan", "plan_fit"):
+        from . import planning
+
+        return getattr(planning, name)
     raise AttributeError(name)

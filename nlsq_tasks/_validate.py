@@ -27,7 +27,6 @@ from .engine.options import LOSSES
 PROBE_POINTS = 8
 
 NAN_POLICIES = ("raise", "omit", None)
-STRATEGIES = ("standard", "chunked", "streaming")
 
 
 class FitInputError(ValueError):

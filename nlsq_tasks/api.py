@@ -48,24 +48,10 @@ __all__ = [
 logger = logging.getLogger("nlsq_tasks")
 
 inf = math.inf
+# fit()'s keyword-only options (curve_fit passes them through by name).
 FIT_KWARGS = (
-    "loss",
-    "f_scale",
-    "x_scale",
-    "max_nfev",
-    "ftol",
-    "xtol",
-    "gtol",
-    "n_starts",
-    "seed",
-    "chunk_size",
-    "nan_policy",
-    "checkpoint",
-    "progress",
-    "strategy",
-    "validate",
-    "devices",
-    "fixed",
+    "plan", "strategy", "chunk_size", "loss", "f_scale", "x_scale", "max_nfev", "ftol", "xtol", "gtol",
+    "n_starts", "seed", "validate", "devices", "fixed", "nan_policy", "checkpoint", "resume", "progress",
 )
 
 
@@ -82,7 +68,27 @@ def fit(
     workflow: str = "auto",
     goal=None,
     memory_limit_gb: float | None = None,
-    **kwargs,
+    *,
+    plan=None,
+    strategy: str | None = None,
+    chunk_size: int | None = None,
+    loss: str | None = None,
+    f_scale: float | None = None,
+    x_scale="jac",
+    max_nfev: int | None = None,
+    ftol: float | None = None,
+    xtol: float | None = None,
+    gtol: float | None = None,
+    n_starts: int | None = None,
+    seed: int | None = None,
+    validate: bool | None = None,
+    devices: int | None = None,
+    fixed=None,
+    nan_policy: str | None = None,
+    checkpoint=None,
+    resume: bool = True,
+    progress=None,
+    **unknown,
 ) -> FitResult:
     """Fit ``f(x, *params)`` to ``(xdata, ydata)`` by (robust, bounded) nonlinear least squares.
 
@@ -108,22 +114,51 @@ def fit(
     workflow : "auto" (memory-based), a preset name (see ``list_presets()``) or a preset YAML path.
     goal : an ``OptimizationGoal`` or its name (case-insensitive).
     memory_limit_gb : override the detected memory when choosing the strategy.
-    **kwargs : loss, f_scale, x_scale, max_nfev, ftol, xtol, gtol (explicit values override
-        the preset and adaptive ones), n_starts, seed, chunk_size, nan_policy ('raise', 'omit'
-        or None), checkpoint (a CheckpointSink), progress (callable taking an event dict
-        ``{"phase", "pass", "chunk", "n_chunks", "cost", "nit"}``: every chunk when streaming,
-        a "start" and a "done" event otherwise), strategy (force
-        'standard', 'chunked' or 'streaming'), validate (bool: run the QUALITY checks),
-        devices (int >= 1: at most this many devices; by default a standard or chunked fit
-        shards its points over every visible device, see ``result.execution``).
+
+    Keyword-only: the plan and its decisions
+        plan : a :class:`~nlsq_tasks.planning.FitPlan` (or its dict) from
+            :func:`~nlsq_tasks.plan_fit`, run as it is: nothing is decided again. Passing
+            it together with any decision below (or workflow/goal/memory_limit_gb/method)
+            is refused.
+        strategy : force a registered strategy (``nlsq_tasks.strategies.strategy_names()``:
+            'standard', 'chunked', 'streaming').
+        chunk_size : points per chunk for the chunked and streaming strategies (1e3..1e6).
+        loss : 'linear', 'soft_l1', 'huber', 'cauchy' or 'arctan'; f_scale : the loss's scale.
+        max_nfev : bound on function evaluations (None: 100 x n_params).
+        ftol, xtol, gtol : convergence tolerances (explicit > preset > adaptive to n).
+        n_starts, seed : multi-start (Sobol or LHS starts, p0 first).
+        validate : run the QUALITY checks (default: when the goal is QUALITY or the preset asks).
+        devices : at most this many devices (int >= 1); by default a standard or chunked fit
+            shards its points over every visible device (see ``result.execution``).
+
+    Keyword-only: the problem
+        fixed : parameters held at a value and not fitted: ``{name: value}`` or names (held
+            at their p0); equal lower and upper bounds fix a parameter too.
+
+    Keyword-only: running
+        x_scale : 'jac' or per-parameter positive scales.
+        nan_policy : 'raise', 'omit' (drop points with NaN/inf) or None (SciPy's).
+        checkpoint : a ``CheckpointSink`` (e.g. ``nlsq_tasks.io.CheckpointStore``) the streaming
+            strategy saves to and resumes from.
+        resume : with a checkpoint, True (default) resumes from its latest matching state;
+            False starts afresh (and overwrites as it saves).
+        progress : a callable receiving :class:`~nlsq_tasks.engine.progress.ProgressEvent`s
+            (also a mapping ``{"phase", "pass", "chunk", "n_chunks", "cost", "nit"}``): every
+            chunk when streaming, every iteration otherwise, framed by "start" and "done".
 
     Returns
     -------
     FitResult (iterating it yields ``popt, pcov``).
     """
+    V.check_kwargs(unknown, FIT_KWARGS, "fit")  # a misspelt keyword: FitTypeError naming the valid ones
+    options = dict(
+        plan=plan, strategy=strategy, chunk_size=chunk_size, loss=loss, f_scale=f_scale, x_scale=x_scale,
+        max_nfev=max_nfev, ftol=ftol, xtol=xtol, gtol=gtol, n_starts=n_starts, seed=seed, validate=validate,
+        devices=devices, fixed=fixed, nan_policy=nan_policy, checkpoint=checkpoint, resume=resume, progress=progress,
+    )
     return _fit_arrays(
         f, xdata, ydata, p0, sigma, absolute_sigma, check_finite, bounds, method, workflow, goal,
-        memory_limit_gb, kwargs, where="fit",
+        memory_limit_gb, options, where="fit",
     )
 
 
@@ -133,6 +168,7 @@ def _fit_arrays(
 ) -> FitResult:
     t0 = time.perf_counter()
     V.check_kwargs(kwargs, FIT_KWARGS, where)
+    kwargs = dict(kwargs)
     reduction = split_fixed(f, p0, bounds, kwargs.pop("fixed", None), model_bounds=model_bounds, unbounded=UNBOUNDED)
     if reduction is not None:  # fit the free parameters, then report every one (see _fixed)
         return reduction.expand(_fit_arrays(
@@ -140,7 +176,7 @@ def _fit_arrays(
             workflow, goal, memory_limit_gb, kwargs, where=where, model_bounds=False, jac=reduction.reduce_jac(jac),
         ))
     data = V.check_data(
-        xdata, ydata, sigma, check_finite=bool(check_finite), nan_policy=kwargs.pop("nan_policy", None)
+        xdata, ydata, sigma, check_finite=bool(check_finite), nan_policy=kwargs.get("nan_policy")
     )
     def replan():
         return make_plan(
@@ -191,16 +227,37 @@ def fit_source(
     absolute_sigma: bool = False,
     method: str | None = None,
     executor=None,
-    **kwargs,
+    *,
+    plan=None,
+    strategy: str | None = None,
+    chunk_size: int | None = None,
+    loss: str | None = None,
+    f_scale: float | None = None,
+    x_scale="jac",
+    max_nfev: int | None = None,
+    ftol: float | None = None,
+    xtol: float | None = None,
+    gtol: float | None = None,
+    n_starts: int | None = None,
+    seed: int | None = None,
+    validate: bool | None = None,
+    devices: int | None = None,
+    fixed=None,
+    nan_policy: str | None = None,
+    checkpoint=None,
+    resume: bool = True,
+    progress=None,
+    **unknown,
 ) -> FitResult:
     """Fit ``f`` to data served by a :class:`~nlsq_tasks.engine.sources.ChunkSource`.
 
     The data stay out of core: they are validated on a sample, the strategy is chosen
-    from the source's size, and when the data themselves fit in memory (standard or
-    chunked) they are read once into arrays; otherwise the streaming solver runs one pass
-    over the source per iteration. Arguments as :func:`fit`; ``nan_policy='omit'`` is the
-    only way to fit a source holding NaN (those points are dropped and the rest re-chunked,
-    see :class:`FiniteSource`).
+    from the source's size (or taken from ``plan``), and when the planned strategy works
+    in memory (standard or chunked) the source is read once into arrays; otherwise the
+    streaming solver runs one pass over the source per iteration. Every other argument is
+    :func:`fit`'s. ``nan_policy='omit'`` is the only way to fit a source holding NaN (those
+    points are dropped and the rest re-chunked, see :class:`FiniteSource`). The source's
+    own chunk size is used for the passes; ``chunk_size`` sizes in-memory chunking.
 
     ``executor``: where the passes run. None or ``"local"``: this process. A
     ``distributed.Client``, a scheduler address (``"tcp://host:8786"``) or
@@ -208,17 +265,27 @@ def fit_source(
     whose workers read their own chunks of a storage-backed source
     (:func:`nlsq_tasks.io.open_source`), keep them resident when the cluster's memory
     holds them, and return partial sums that are folded here in chunk order, so the
-    result is the local streaming result bit for bit. ``result.execution`` records the
-    executor, the worker count, residency and why, and the time per pass.
+    result is the local streaming result bit for bit. The plan records
+    ``executor="dask"`` (passes over the data the workers hold); ``result.execution``
+    records the executor, the worker count, residency and why, and the time per pass.
     """
+    from .strategies import get_strategy
+
     t0 = time.perf_counter()
-    V.check_kwargs(kwargs, FIT_KWARGS, "fit_source")
-    reduction = split_fixed(f, p0, bounds, kwargs.pop("fixed", None), model_bounds=True, unbounded=UNBOUNDED)
+    V.check_kwargs(unknown, FIT_KWARGS, "fit_source")
+    reduction = split_fixed(f, p0, bounds, fixed, model_bounds=True, unbounded=UNBOUNDED)
     if reduction is not None:  # fit the free parameters, then report every one (see _fixed)
         return reduction.expand(fit_source(
             reduction.model, source, reduction.p0, reduction.bounds, workflow, goal, memory_limit_gb, absolute_sigma,
-            method, **kwargs,
+            method, executor, plan=plan, strategy=strategy, chunk_size=chunk_size, loss=loss, f_scale=f_scale, x_scale=x_scale,
+            max_nfev=max_nfev, ftol=ftol, xtol=xtol, gtol=gtol, n_starts=n_starts, seed=seed, validate=validate,
+            devices=devices, nan_policy=nan_policy, checkpoint=checkpoint, resume=resume, progress=progress,
         ))
+    kwargs = dict(
+        plan=plan, strategy=strategy, chunk_size=chunk_size, loss=loss, f_scale=f_scale, x_scale=x_scale,
+        max_nfev=max_nfev, ftol=ftol, xtol=xtol, gtol=gtol, n_starts=n_starts, seed=seed, validate=validate,
+        devices=devices, fixed=fixed, nan_policy=nan_policy, checkpoint=checkpoint, resume=resume, progress=progress,
+    )
     missing = [a for a in ("n_points", "n_features", "chunk_size", "chunks", "sample", "fingerprint")
                if not hasattr(source, a)]
     if missing:
@@ -227,16 +294,16 @@ def fit_source(
         )
     if int(source.n_points) <= 0:
         raise V.FitInputError("source", int(source.n_points), "the source holds no data points.")
-    nan_policy = kwargs.pop("nan_policy", None)
     dask_executor = None
-    if executor is not None:
+    if executor is not None and not (isinstance(executor, str) and executor.strip().lower() == "local"):
         from .dask.front import check_executor
 
-        dask_executor = check_executor(executor, source, int(kwargs.get("n_starts") or 1), nan_policy)
+        planned_starts = plan.get("n_starts") if isinstance(plan, dict) else getattr(plan, "n_starts", None)
+        dask_executor = check_executor(executor, source, int(n_starts or planned_starts or 1), nan_policy)
     # A sample stands in for the data wherever validation or the model's guess needs values.
     sample = source.sample(min(int(source.n_points), 4096), seed=0)
     sample_data = V.check_data(sample.x, sample.y, sample.sigma, check_finite=True, nan_policy=nan_policy)
-    plan = make_plan(
+    prepared = make_plan(
         f,
         probe=_probe(sample_data.x),
         guess_xy=(sample_data.x, sample_data.y),
@@ -251,21 +318,22 @@ def fit_source(
         kwargs=kwargs,
         absolute_sigma=absolute_sigma,
         covariance=False,
+        executor="local" if dask_executor is None else "dask",
     )
     t_prep = time.perf_counter() - t0
     if dask_executor is not None:
-        result = _run_on_dask(plan, source, dask_executor)
-    elif plan.strategy == "streaming":
-        result = _run_streaming(plan, source, nan_policy=nan_policy)
+        result = _run_on_dask(prepared, source, dask_executor)
+    elif not get_strategy(prepared.strategy).in_memory:
+        result = _run_streaming(prepared, source, nan_policy=nan_policy)
     else:
-        # The selector says the data fit in memory: one read, then the in-memory solvers.
+        # The plan says the data fit in memory: one read, then the in-memory solvers.
         data = _read_all(source, nan_policy)
-        V.check_enough_points(data.n_points, plan.names)
+        V.check_enough_points(data.n_points, prepared.names)
         if data.omitted:
-            plan.notes.append(f"nan_policy='omit' dropped {data.omitted} point(s) with NaN or inf.")
-        result = _run_arrays(plan, engine_data(plan.model, data))
+            prepared.notes.append(f"nan_policy='omit' dropped {data.omitted} point(s) with NaN or inf.")
+        result = _run_arrays(prepared, engine_data(prepared.model, data))
     result.data_uri = getattr(source, "uri", None)
-    return _finish(result, plan, t0, t_prep)
+    return _finish(result, prepared, t0, t_prep)
 
 
 GUESS_POINTS = 1_000_000  # a model's guess() sees at most this many points (evenly strided, in order)
@@ -320,27 +388,37 @@ def _whiten(fn, x, y, cov):
     return fn_w, np.arange(y_w.shape[0], dtype=np.float64), y_w
 
 
+def _problem(plan: Plan, fn, x, y, sigma, source):
+    from .strategies import Problem
+
+    return Problem(fn, x, y, sigma, source, plan.p0, plan.lower, plan.upper, plan.options, plan.names,
+                   plan.chunk_size, config=plan.config, checkpoint=plan.checkpoint, progress=plan.progress,
+                   fingerprint=_fingerprint(plan))
+
+
 def _run_arrays(plan: Plan, data: V.Data) -> FitResult:
     """Run the planned strategy on in-memory data (multi-start and validation included)."""
+    from .strategies import get_strategy
+
     fn, x, y, sigma = model_fn(plan.model), data.x, data.y, data.sigma
     covariance = sigma is not None and sigma.ndim == 2
     source = None
-    if plan.strategy == "streaming":
-        source = ArrayChunkSource(x, y, sigma, chunk_size=plan.config.chunk_size)
+    if not get_strategy(plan.strategy).in_memory:
+        source = ArrayChunkSource(x, y, sigma, chunk_size=plan.chunk_size)
     if covariance and (plan.n_starts > 1 or plan.validate):
         # run_standard whitens a covariance itself; multi-start screening and the
         # validation pass take per-point sigma only, so they get the whitened problem.
         fn_w, x_w, y_w = _whiten(fn, x, y, sigma)
     if covariance and plan.n_starts > 1:
-        result = _solve(plan, fn_w, x_w, y_w, None, source)
+        result = _solve(plan, _problem(plan, fn_w, x_w, y_w, None, source))
         _restore_unweighted_stats(result, fn, x, y)
     else:
-        result = _solve(plan, fn, x, y, sigma, source)
+        result = _solve(plan, _problem(plan, fn, x, y, sigma, source))
     if plan.validate:
         if covariance:
-            _validation(plan, fn_w, x_w, y_w, None, source, result)
+            _validation(plan, _problem(plan, fn_w, x_w, y_w, None, source), result)
         else:
-            _validation(plan, fn, x, y, sigma, source, result)
+            _validation(plan, _problem(plan, fn, x, y, sigma, source), result)
     return result
 
 
@@ -351,23 +429,21 @@ def _run_streaming(plan: Plan, source: ChunkSource, nan_policy=None) -> FitResul
         if source.omitted:
             plan.notes.append(f"nan_policy='omit' dropped {source.omitted} point(s) with NaN or inf.")
         V.check_enough_points(source.n_points, plan.names)
-    if source.chunk_size != plan.config.chunk_size:
-        logger.info("streaming with the source's own chunk size %d (the plan sized %d)", source.chunk_size, plan.config.chunk_size)
-    result = _solve(plan, fn, None, None, None, source)
+    if source.chunk_size != plan.chunk_size:
+        logger.info("streaming with the source's own chunk size %d (the plan sized %d)", source.chunk_size, plan.chunk_size)
+    problem = _problem(plan, fn, None, None, None, source)
+    result = _solve(plan, problem)
     if plan.validate:
-        _validation(plan, fn, None, None, None, source, result)
+        _validation(plan, problem, result)
     return result
 
 
 def _run_on_dask(plan: Plan, source: ChunkSource, executor) -> FitResult:
-    """Streaming passes on a Dask cluster (resident data make it the chunked strategy run
-    where the data live); the loop, the fold and the checkpoints stay here."""
-    from .dask.front import label, run_on_dask
+    """Streaming passes on a Dask cluster (the plan made them passes over the chunks the
+    workers hold); the loop, the fold, the checkpoints and the validation stay here."""
+    from .dask.front import run_on_dask
     from .engine.streaming import run_streaming
 
-    if plan.strategy != "streaming":
-        plan.reason += f"; run as passes over the data held by the Dask workers ({label(executor)})"
-        plan.strategy = "streaming"
     fn = model_fn(plan.model)
 
     def passes(pass_executor):
@@ -375,7 +451,7 @@ def _run_on_dask(plan: Plan, source: ChunkSource, executor) -> FitResult:
                                config=plan.config, checkpoint=plan.checkpoint, progress=plan.progress,
                                fingerprint=_fingerprint(plan), executor=pass_executor.bind)
         if plan.validate:  # on the cluster too: its residual pass and re-fits reuse the resident chunks
-            _validation(plan, fn, None, None, None, source, result, executor=pass_executor.bind)
+            _validation(plan, _problem(plan, fn, None, None, None, source), result, executor=pass_executor.bind)
         return result
 
     result, record = run_on_dask(executor, passes)
@@ -386,66 +462,56 @@ def _run_on_dask(plan: Plan, source: ChunkSource, executor) -> FitResult:
 def _fingerprint(plan: Plan) -> str:
     fp = getattr(plan.model, "fingerprint", None)
     ident = fp() if callable(fp) else repr(plan.model)
-    return f"{ident}|workflow={plan.workflow}|goal={None if plan.goal is None else plan.goal.name}"
+    goal = None if plan.goal is None else plan.goal.upper()
+    return f"{ident}|workflow={plan.workflow}|goal={goal}"
 
 
-def _solve(plan: Plan, fn, x, y, sigma, source) -> FitResult:
-    """Run the plan. The streaming solver reports progress every chunk itself; the
+def _solve(plan: Plan, problem) -> FitResult:
+    """Run the plan. A strategy that reports progress per chunk does so itself; the
     in-memory solvers report each iteration from inside their compiled loop, framed by a
     start and a done event."""
-    if plan.progress is None or plan.strategy == "streaming":
-        return _solve_quiet(plan, fn, x, y, sigma, source)
-    n = int(np.shape(y)[0])
-    n_chunks = 1 if plan.strategy == "standard" else -(-n // plan.config.chunk_size)
-    plan.progress({"phase": "start", "pass": 0, "chunk": 0, "n_chunks": n_chunks, "cost": math.nan, "nit": 0})
-    result = _solve_quiet(plan, fn, x, y, sigma, source)
-    plan.progress({"phase": "done", "pass": result.nit, "chunk": n_chunks - 1, "n_chunks": n_chunks,
-                   "cost": result.cost, "nit": result.nit})
+    from .engine.progress import ProgressEvent
+    from .strategies import get_strategy
+
+    spec = get_strategy(plan.strategy)
+    if plan.progress is None or spec.reports_progress:
+        return _solve_quiet(plan, spec, problem)
+    n = int(np.shape(problem.y)[0])
+    n_chunks = -(-n // plan.chunk_size) if spec.chunks else 1
+    plan.progress(ProgressEvent("start", 0, 0, n_chunks, math.nan, 0))
+    result = _solve_quiet(plan, spec, problem)
+    plan.progress(ProgressEvent("done", result.nit, n_chunks - 1, n_chunks, result.cost, result.nit))
     return result
 
 
-def _solve_quiet(plan: Plan, fn, x, y, sigma, source) -> FitResult:
-    from .engine.strategies import run_chunked, run_standard
-
-    args = (plan.p0, plan.lower, plan.upper, plan.options, plan.names)
+def _solve_quiet(plan: Plan, spec, problem) -> FitResult:
     if plan.n_starts > 1:
         from .engine.multistart import run_multistart
 
         return run_multistart(
-            fn, x, y, sigma, *args, n_starts=plan.n_starts, seed=plan.seed, sampler=plan.sampler, strategy=plan.strategy,
-            chunk_size=getattr(plan.config, "chunk_size", None), source=source, config=plan.config,
-            checkpoint=plan.checkpoint, progress=plan.progress,
+            problem.fn, problem.x, problem.y, problem.sigma, *problem.start_args(), n_starts=plan.n_starts,
+            seed=plan.seed, sampler=plan.sampler, strategy=plan.strategy, chunk_size=plan.chunk_size,
+            source=problem.source, config=plan.config, checkpoint=plan.checkpoint, progress=plan.progress,
         )
-    if plan.execution is not None and plan.execution.sharded:
+    execution = plan.execution
+    if execution is not None and execution.sharded:  # the plan spreads the points over several devices
         from .engine.sharded import fit_sharded_arrays
 
-        return fit_sharded_arrays(fn, x, y, sigma, *args, strategy=plan.strategy, execution=plan.execution,
-                                  progress=plan.progress)
-    if plan.strategy == "standard":
-        return run_standard(fn, x, y, sigma, *args, progress=plan.progress)
-    if plan.strategy == "chunked":
-        return run_chunked(fn, x, y, sigma, *args, plan.config.chunk_size, progress=plan.progress)
-    from .engine.streaming import run_streaming
-
-    return run_streaming(
-        fn, source, *args, config=plan.config, checkpoint=plan.checkpoint, progress=plan.progress,
-        fingerprint=_fingerprint(plan),
-    )
+        return fit_sharded_arrays(problem.fn, problem.x, problem.y, problem.sigma, *problem.start_args(),
+                                  strategy=plan.strategy, execution=execution, progress=plan.progress)
+    return spec.solve(problem)
 
 
-def _validation(plan: Plan, fn, x, y, sigma, source, result: FitResult, executor=None) -> None:
-    """The QUALITY pass; re-fits run with the strategy the fit used (memory stays bounded)."""
+def _validation(plan: Plan, problem, result: FitResult, executor=None) -> None:
+    """The QUALITY pass; re-fits run as the strategy says (memory stays bounded);
+    ``executor`` (a host-executor factory) runs its passes on a Dask cluster."""
     from .engine.validation import validate_fit
+    from .strategies import get_strategy
 
     t = time.perf_counter()
-    refit = None
-    if plan.strategy == "chunked":
-        from .engine.strategies import run_chunked
-
-        def refit(p):
-            return run_chunked(fn, x, y, sigma, p, plan.lower, plan.upper, plan.options, plan.names, plan.config.chunk_size)
-
-    validate_fit(fn, x, y, sigma, result, plan.options, source=source, seed=plan.seed, refit=refit, executor=executor)
+    refit = get_strategy(plan.strategy).validation_refit(problem)
+    validate_fit(problem.fn, problem.x, problem.y, problem.sigma, result, plan.options, source=problem.source,
+                 seed=plan.seed, refit=refit, executor=executor)
     result.timings["validation"] = time.perf_counter() - t
 
 
@@ -458,21 +524,9 @@ def _restore_unweighted_stats(result: FitResult, fn, x, y) -> None:
 
 
 def _finish(result: FitResult, plan: Plan, t0: float, t_prep: float) -> FitResult:
-    """Record every choice the front door made on the result."""
-    multi = result.strategy_reason if plan.n_starts > 1 else ""
-    result.strategy = plan.strategy
-    result.strategy_reason = plan.reason + (f"; {multi.split('; ')[-1]}" if multi else "")
-    result.budget = dict(plan.budget)
-    result.workflow = plan.workflow
-    result.goal = None if plan.goal is None else plan.goal.name.lower()
-    result.tolerances = plan.tolerances
-    result.loss = plan.options.loss
-    if plan.execution is not None and not result.execution:
-        result.execution = plan.execution.to_dict()
-    result.timings["prepare"] = t_prep
-    result.timings["total"] = time.perf_counter() - t0
-    result.extra_warnings.extend(plan.notes)
-    return result
+    """The result with its provenance: the plan that ran it, recorded once."""
+    timings = {**result.timings, "prepare": t_prep, "total": time.perf_counter() - t0}
+    return result.with_provenance(plan.fit_plan, timings=timings, notes=plan.notes)
 
 
 class FiniteSource:

@@ -174,9 +174,9 @@ def fit_distributed(f, source, open_shares, *, p0=None, bounds=None, workflow="a
     n = int(source.n_points)
     sample = source.sample(min(n, 4096), seed=0)  # identical in every process: one plan everywhere
     sdata = V.check_data(sample.x, sample.y, sample.sigma, check_finite=True, nan_policy=None)
-    from ._plan import _resolve_workflow
+    from .planning import resolve_workflow
 
-    preset = _resolve_workflow(workflow)
+    preset = resolve_workflow(workflow)
     note = None
     if kwargs.get("strategy") is None:
         ps = getattr(getattr(preset, "strategy", None), "value", getattr(preset, "strategy", None))
@@ -191,7 +191,7 @@ def fit_distributed(f, source, open_shares, *, p0=None, bounds=None, workflow="a
     )
     if note:
         plan.notes.append(note)
-        plan.reason = f"{plan.reason}; {note}"
+        plan.fit_plan = plan.fit_plan.replace(reason=f"{plan.reason}; {note}")
     ex = plan.execution
     if not ex.sharded:
         # One process, one device: the same segmented program on a one-device mesh, so
@@ -200,7 +200,7 @@ def fit_distributed(f, source, open_shares, *, p0=None, bounds=None, workflow="a
 
         rows, tile = shard_layout(n, 1, plan.strategy, getattr(plan.config, "chunk_size", None))
         ex = Execution(ex.backend, ex.device_kind, 1, 1, rows, tile, True, f"{ex.reason}; one device, checkpointed")
-        plan.execution = ex
+        plan.fit_plan = plan.fit_plan.replace(devices={**plan.fit_plan.devices, **ex.to_dict()})
     m = int(ex.rows_per_device)
     shares = open_shares(m)
     read = [0]

@@ -85,3 +85,37 @@ def test_static_check_catches_a_violation():
     hits = _forbidden_imports(src, "probe.py")
     assert sorted(h.rsplit(": ", 1)[1] for h in hits) == ["fsspec.core", "prefect", "s3fs"]
     assert _forbidden_imports("import os\nfrom .io import x\nimport prefectish\n", "ok.py") == []
+
+
+def _private_library_imports(source: str, label: str) -> list[str]:
+    """Imports of nlsq_tasks that reach past its public surface: a module or a name
+    starting with an underscore (``nlsq_tasks.io._fs``, ``from ... import _json_safe``)."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename=label)):
+        if isinstance(node, ast.Import):
+            pairs = [(a.name, None) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            pairs = [(node.module, a.name) for a in node.names]
+        else:
+            continue
+        for module, name in pairs:
+            if module.split(".")[0] != "nlsq_tasks":
+                continue
+            private = [part for part in module.split(".") if part.startswith("_")]
+            if name is not None and name.startswith("_"):
+                private.append(name)
+            if private:
+                found.append(f"{label}:{node.lineno}: {module}{'' if name is None else ' import ' + name}")
+    return found
+
+
+def test_flows_use_only_public_names_of_the_library():
+    files = sorted((REPO / "flows").rglob("*.py"))
+    assert REPO / "flows" / "tasks.py" in files
+    offenders = [hit for p in files for hit in _private_library_imports(p.read_text(), str(p.relative_to(REPO)))]
+    assert offenders == [], "flows/ imports private parts of nlsq_tasks:\n" + "\n".join(offenders)
+    # the check itself sees what it must refuse
+    assert _private_library_imports("from nlsq_tasks.io._fs import resolve\nimport nlsq_tasks._plan\n"
+                                    "from nlsq_tasks.engine.result import _json_safe\n", "x.py") == [
+        "x.py:1: nlsq_tasks.io._fs import resolve", "x.py:2: nlsq_tasks._plan",
+        "x.py:3: nlsq_tasks.engine.result import _json_safe"]

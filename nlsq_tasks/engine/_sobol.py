@@ -50,6 +50,7 @@ _JOE_KUO = (
     (7, 4, (1, 3, 7, 13, 13, 15, 69)),
 )
 MAX_SOBOL_DIM = len(_JOE_KUO) + 1
+SAMPLERS = ("sobol", "lhs")  # the start samplers: sobol() and latin_hypercube() below
 
 
 def _direction_numbers(dim: int) -> np.ndarray:

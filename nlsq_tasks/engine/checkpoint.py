@@ -90,3 +90,20 @@ def problem_fingerprint(*parts: Any) -> str:
         h.update(repr(p).encode())
         h.update(b"\x00")
     return h.hexdigest()
+
+
+class FreshStartSink:
+    """A sink that saves but never resumes (``resume=False``): a run starts afresh and its
+    checkpoints replace the old ones as it goes."""
+
+    def __init__(self, sink):
+        self.sink = sink
+
+    def save(self, state: State, *, fingerprint: str) -> None:
+        self.sink.save(state, fingerprint=fingerprint)
+
+    def load_latest(self, fingerprint: str) -> State | None:
+        return None
+
+    def child(self, name: str) -> "FreshStartSink":
+        return FreshStartSink(self.sink.child(name))

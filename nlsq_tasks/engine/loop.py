@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .progress import ProgressEvent
 from .normal_eqs import NormalEquations, centered_sum_squares, zero_normal_eqs
 from .passes import Layout, NormalEquationsPass, in_graph_executor
 from .passes import bucket_size as bucket_size  # noqa: F401  (re-exported: the loop's size buckets)
@@ -131,8 +132,7 @@ def _emit(token, nit, nfev, cost) -> None:
         return
     callback, n_chunks = entry
     try:
-        callback({"phase": "pass", "pass": int(nfev), "chunk": n_chunks - 1, "n_chunks": n_chunks,
-                  "cost": float(cost), "nit": int(nit)})
+        callback(ProgressEvent("pass", int(nfev), n_chunks - 1, n_chunks, float(cost), int(nit)))
     except Exception:  # a failing progress display must not fail the fit
         logging.getLogger("nlsq_tasks").exception("progress callback failed")
 

@@ -42,16 +42,14 @@ from typing import Callable
 import jax
 import numpy as np
 
-from ._sobol import MAX_SOBOL_DIM, latin_hypercube, sobol
+from ._sobol import MAX_SOBOL_DIM, SAMPLERS, latin_hypercube, sobol
 from .finalize import build_result
 from .result import FitResult
 from .status import FitStatus
-from .strategies import run_chunked, solve_batch
+from .strategies import solve_batch
 
 __all__ = ["run_multistart", "make_starts", "search_box"]
 
-SAMPLERS = ("sobol", "lhs")
-STRATEGIES = ("standard", "chunked", "streaming")
 LOG_DECADES = 2.0
 
 
@@ -124,27 +122,30 @@ def run_multistart(
     required, ``x, y, sigma`` ignored. ``checkpoint``/``config``/``progress`` go to the
     streaming refinements (each refinement gets its own fingerprint, because p0 differs).
     """
-    if strategy not in STRATEGIES:
-        raise ValueError(f"strategy={strategy!r} is not allowed; use one of {STRATEGIES}.")
+    from ..strategies import Problem, get_strategy, strategy_names
+
+    if strategy not in strategy_names():
+        raise ValueError(f"strategy={strategy!r} is not allowed; use one of {strategy_names()}.")
+    spec = get_strategy(strategy)
     t0 = time.perf_counter()
     starts = make_starts(p0, lower, upper, n_starts, seed, sampler)
     lower = np.broadcast_to(np.asarray(lower, dtype=np.float64), starts.shape[1:])
     upper = np.broadcast_to(np.asarray(upper, dtype=np.float64), starts.shape[1:])
     names = list(param_names)
 
-    if strategy == "standard":
+    if spec.refine is None:  # every start on the full data, in one batched computation
         batch = batched_solve(fn, x, y, sigma, starts, lower, upper, options)
         records = [_record(s, o, "full") for s, o in zip(starts, batch.outcomes())]
         best = int(np.argmin([r["cost"] for r in records]))
         result = batch.result(best, options, names, lower, upper)
     else:
-        if strategy == "chunked":
+        if spec.in_memory:
             if chunk_size is None:
-                raise ValueError("strategy='chunked' needs chunk_size (an integer >= 1).")
+                raise ValueError(f"strategy={strategy!r} needs chunk_size (an integer >= 1).")
             sx, sy, ss = _subsample_arrays(x, y, sigma, screen_points, seed)
         else:
             if source is None:
-                raise ValueError("strategy='streaming' needs source (a ChunkSource).")
+                raise ValueError(f"strategy={strategy!r} needs source (a ChunkSource).")
             ch = source.sample(min(screen_points, source.n_points), seed)
             sx, sy, ss = ch.x, ch.y, ch.sigma
         batch = batched_solve(fn, sx, sy, ss, starts, lower, upper, options)
@@ -152,21 +153,16 @@ def run_multistart(
         order = np.argsort([r["cost"] if math.isfinite(r["cost"]) else math.inf for r in records], kind="stable")
         refined = []
         warn = None
-        if strategy == "streaming" and checkpoint is not None and not callable(getattr(checkpoint, "child", None)):
+        if not spec.in_memory and checkpoint is not None and not callable(getattr(checkpoint, "child", None)):
             # Refinements start from different points, i.e. are different problems: one
             # location cannot hold all of them (the newest would refuse the others).
-            warn = ("multi-start streaming refinements ran without checkpoints: the checkpoint sink has no "
+            warn = (f"multi-start {strategy} refinements ran without checkpoints: the checkpoint sink has no "
                     "child(name) to give each refinement its own location")
+        problem = Problem(fn, x, y, sigma, source, None, lower, upper, options, names, chunk_size, config=config,
+                          checkpoint=None if warn else checkpoint, progress=progress)
         for rank, i in enumerate(order[: max(1, int(n_refine))]):
             start = np.asarray(records[i]["popt"]) if np.all(np.isfinite(records[i]["popt"])) else starts[i]
-            if strategy == "chunked":
-                res = run_chunked(fn, x, y, sigma, start, lower, upper, options, names, chunk_size)
-            else:
-                from .streaming import run_streaming
-
-                sink = None if checkpoint is None or warn else checkpoint.child(f"refine-{rank}")
-                res = run_streaming(fn, source, start, lower, upper, options, names, config=config,
-                                    checkpoint=sink, progress=progress)
+            res = spec.refine(problem, start, rank)
             records[i] = {**_record(starts[i], (res.popt, res.cost, res.status, res.nfev), "full"),
                           "screen_cost": records[i]["cost"]}
             refined.append((res.cost if math.isfinite(res.cost) else math.inf, int(i), res))
@@ -176,8 +172,6 @@ def run_multistart(
 
     result.starts = records
     result.timings["multistart"] = time.perf_counter() - t0
-    result.strategy_reason = (result.strategy_reason + "; " if result.strategy_reason else "") + (
-        f"multi-start: {len(starts)} {sampler} starts ({strategy}), best is start {best}")
     return result
 
 

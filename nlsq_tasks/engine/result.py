@@ -16,6 +16,7 @@ Statistics (for ``n`` points, ``p`` free parameters, weighted residuals ``r_i``)
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -99,11 +100,84 @@ class FitResult:
     execution: dict[str, Any] = field(default_factory=dict)
     extra_warnings: list[str] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)  # parameters held at their value (not fitted)
+    plan: dict[str, Any] | None = None  # the FitPlan that ran, as a dict (provenance)
     # The data fitted, kept by reference (fit(): the arrays; fit_source(): the source's URI
     # when it has one). Plain attributes, not fields: not part of summary() or equality.
     xdata = None
     ydata = None
     data_uri = None
+
+    # -- provenance, equality and the round trip through summary() -------------------
+    def with_provenance(self, plan, *, timings: dict[str, float] | None = None, notes=()) -> "FitResult":
+        """This result with the plan that produced it recorded (strategy and why, budget,
+        workflow, goal, tolerances, loss): a new FitResult, built once by the front door."""
+        d = plan.to_dict() if hasattr(plan, "to_dict") else dict(plan)
+        out = dataclasses.replace(
+            self,
+            strategy=d["strategy"],
+            strategy_reason=d["reason"],
+            budget=dict(d.get("budget") or {}),
+            workflow=d.get("workflow"),
+            goal=d.get("goal"),
+            tolerances={k: float(v) for k, v in (d.get("tolerances") or {}).items()},
+            loss=d.get("loss", self.loss),
+            timings=dict(self.timings if timings is None else timings),
+            extra_warnings=list(self.extra_warnings) + list(notes),
+            # where the passes ran: the executor's own record, else the plan's devices
+            execution=dict(self.execution) or {k: v for k, v in (d.get("devices") or {}).items() if k != "cluster"},
+            plan=d,
+        )
+        out.xdata, out.ydata, out.data_uri = self.xdata, self.ydata, self.data_uri
+        return out
+
+    def __eq__(self, other: object) -> bool:
+        """Field by field; arrays and floats compare with NaN equal to NaN."""
+        if not isinstance(other, FitResult):
+            return NotImplemented
+        return all(_same(getattr(self, f.name), getattr(other, f.name)) for f in dataclasses.fields(self))
+
+    __hash__ = None  # mutable, compared by value
+
+    @classmethod
+    def from_summary(cls, summary: dict[str, Any]) -> "FitResult":
+        """The FitResult whose :meth:`summary` this is: ``FitResult.from_summary(r.summary()) == r``."""
+        s = summary
+        st = s["statistics"]
+        names = [str(n) for n in (s.get("param_names") or list(s["params"]))]
+        params = s["params"]
+        validation = None
+        if s.get("validation") is not None:
+            from .validation import ValidationReport
+
+            validation = ValidationReport.from_dict(s["validation"])
+        return cls(
+            popt=np.asarray(s["popt"], dtype=np.float64),
+            pcov=np.asarray(s["pcov"], dtype=np.float64).reshape(len(names), len(names)),
+            status=FitStatus[s["status"]],
+            nfev=int(s["nfev"]), njev=int(s["njev"]), nit=int(s["nit"]),
+            cost=_number(st["cost"]),
+            stats=FitStatistics(n_points=int(st["n_points"]), n_params=int(st["n_params"]), chi2=_number(st["chi2"]),
+                                ssr=_number(st["ssr"]), sst=_number(st["sst"])),
+            param_names=names,
+            lower=np.asarray([_number(params[n]["lower"]) for n in names], dtype=np.float64),
+            upper=np.asarray([_number(params[n]["upper"]) for n in names], dtype=np.float64),
+            grad_norm=_number(st["grad_norm"]),
+            strategy=s["strategy"],
+            strategy_reason=s["strategy_reason"],
+            budget=restore_numbers(s.get("budget") or {}),
+            tolerances=restore_numbers(s.get("tolerances") or {}),
+            timings=restore_numbers(s.get("timings") or {}),
+            loss=s.get("loss") or "linear",
+            workflow=s.get("workflow"),
+            goal=s.get("goal"),
+            starts=restore_numbers(s.get("starts") or []),
+            checkpoints=restore_numbers(s.get("checkpoints") or {}),
+            validation=validation,
+            execution=restore_numbers(s.get("execution") or {}),
+            extra_warnings=list(s.get("notes") or []),
+            fixed=list(s.get("fixed") or []),
+            plan=restore_numbers(s["plan"]) if s.get("plan") is not None else None,
+        )
 
     # -- SciPy-like views -------------------------------------------------------------
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -193,7 +267,10 @@ class FitResult:
                     "bic": self.bic,
                     "cost": self.cost,
                     "grad_norm": self.grad_norm,
+                    "ssr": self.stats.ssr,
+                    "sst": self.stats.sst,
                 },
+                "param_names": list(self.param_names),
                 "nfev": self.nfev,
                 "njev": self.njev,
                 "nit": self.nit,
@@ -211,6 +288,8 @@ class FitResult:
                 "execution": self.execution,
                 "validation": None if self.validation is None else self.validation.to_dict(),
                 "warnings": self.warnings,
+                "notes": list(self.extra_warnings),
+                "plan": self.plan,
             }
         )
 
@@ -300,6 +379,46 @@ class FitResult:
 
     def __str__(self) -> str:  # print(result) is the report
         return self.report()
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` as plain JSON data: numpy scalars and arrays as Python numbers and lists,
+    inf and nan as the strings "inf", "-inf", "nan", objects with ``to_dict()`` as dicts,
+    enums as their values. :func:`restore_numbers` undoes the float strings."""
+    return _json_safe(obj)
+
+
+_FLOAT_WORDS = {"inf": math.inf, "-inf": -math.inf, "nan": math.nan}
+
+
+def restore_numbers(obj: Any) -> Any:
+    """Inverse of :func:`json_safe` for numbers: the strings "inf", "-inf", "nan" become floats."""
+    if isinstance(obj, dict):
+        return {k: restore_numbers(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [restore_numbers(v) for v in obj]
+    if isinstance(obj, str) and obj in _FLOAT_WORDS:
+        return _FLOAT_WORDS[obj]
+    return obj
+
+
+def _number(v: Any) -> float:
+    return float(_FLOAT_WORDS.get(v, v)) if isinstance(v, str) else float(v)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == "f"))
+    if isinstance(a, (float, np.floating)) and isinstance(b, (float, np.floating, int)):
+        return (math.isnan(a) and math.isnan(float(b))) or float(a) == float(b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    if dataclasses.is_dataclass(a) and type(a) is type(b) and not isinstance(a, FitResult):
+        return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    return a == b
 
 
 def _json_safe(obj: Any) -> Any:

@@ -42,6 +42,8 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ..strategies import get_strategy, strategy_names
+from .progress import ProgressEvent
 from .finalize import build_result
 from .loop import drive_from
 from .normal_eqs import centered_sum_squares, zero_normal_eqs
@@ -56,7 +58,8 @@ AXIS = "points"
 # Fewer points per device than this and sharding costs more (a collective per pass,
 # a second compiled program) than it saves: such fits run on one device.
 MIN_ROWS_PER_DEVICE = 4096
-STRATEGIES = ("standard", "chunked")
+# the strategies whose points can be sharded: those that hold the data in memory (the registry's)
+STRATEGIES = tuple(name for name in strategy_names() if get_strategy(name).in_memory)
 
 
 # -- the execution record ----------------------------------------------------------------
@@ -454,8 +457,8 @@ def run_sharded(
             saves += 1
         if progress is not None:
             n_chunks = max(1, -(-data.n_valid // max(1, data.tile)))
-            progress({"phase": "pass", "pass": int(carry.state.nfev), "chunk": n_chunks - 1, "n_chunks": n_chunks,
-                      "cost": float(carry.state.neq.cost), "nit": int(carry.state.nit)})
+            progress(ProgressEvent("pass", int(carry.state.nfev), n_chunks - 1, n_chunks,
+                                   float(carry.state.neq.cost), int(carry.state.nit)))
         if done or int(carry.state.nfev) <= nfev:
             break
     run_s = time.perf_counter() - t0

@@ -16,6 +16,8 @@ from typing import Iterator, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 
+from ..limits import DEFAULT_CHUNK_SIZE
+
 
 class Chunk(NamedTuple):
     """One block of data. ``x`` is ``(m,)`` or ``(k, m)`` (k features, SciPy layout);
@@ -65,7 +67,7 @@ def n_chunks(source: ChunkSource) -> int:
 class ArrayChunkSource:
     """A chunk source over arrays already in memory (views, no copies)."""
 
-    def __init__(self, x, y, sigma=None, chunk_size: int = 65536):
+    def __init__(self, x, y, sigma=None, chunk_size: int = DEFAULT_CHUNK_SIZE):
         self.x = np.asarray(x)
         self.y = np.asarray(y)
         self.sigma = None if sigma is None else np.asarray(sigma)

@@ -61,6 +61,7 @@ from typing import Callable
 
 import numpy as np
 
+from .progress import ProgressEvent
 from ._stream_core import STATE_VERSION, ChunkError, StreamCore
 from .checkpoint import CheckpointError, CheckpointSink, problem_fingerprint
 from .finalize import build_result
@@ -185,8 +186,7 @@ def run_streaming(
             run.add_partial(part)
             since += 1
             if progress is not None:
-                progress({"phase": "pass", "pass": run.pass_index, "chunk": part.index, "n_chunks": m,
-                          "cost": run.current_cost, "nit": run.nit})
+                progress(ProgressEvent("pass", run.pass_index, part.index, m, run.current_cost, run.nit))
             if checkpoint is not None and since >= every and run.cursor < m:
                 save()
                 since = 0
@@ -198,8 +198,7 @@ def run_streaming(
         if run.pass_index >= max_passes and not run.done:
             run.stop()  # build_result reports a still-running state as MAX_NFEV
         if progress is not None:
-            progress({"phase": "pass_end", "pass": run.pass_index - 1, "chunk": m - 1, "n_chunks": m,
-                      "cost": run.current_cost, "nit": run.nit})
+            progress(ProgressEvent("pass_end", run.pass_index - 1, m - 1, m, run.current_cost, run.nit))
         save()
 
     timings["streaming_s"] = time.perf_counter() - t0

@@ -49,6 +49,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from ..limits import DEFAULT_CHUNK_SIZE
 from .passes import ResidualStatsPass, SourceExecutor, evaluate
 from .result import FitResult
 from .sources import ArrayChunkSource, ChunkSource
@@ -60,7 +61,7 @@ REDCHI_Z_MAX = 5.0  # |redchi - 1| / sqrt(2/dof) above this, when sigma is absol
 COST_RTOL = 1e-6
 PARAM_PERR_TOL = 0.05
 PARAM_RTOL = 1e-6
-_VALIDATION_CHUNK = 65536
+_VALIDATION_CHUNK = DEFAULT_CHUNK_SIZE
 
 
 @dataclass
@@ -74,6 +75,13 @@ class Check:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "passed": self.passed, "value": self.value,
                 "threshold": self.threshold, "detail": self.detail}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Check":
+        from .result import restore_numbers
+
+        return cls(name=d["name"], passed=bool(d["passed"]), value=restore_numbers(d["value"]),
+                   threshold=restore_numbers(d["threshold"]), detail=d.get("detail", ""))
 
 
 @dataclass
@@ -93,6 +101,11 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"passed": self.passed, "reasons": self.reasons, "checks": [c.to_dict() for c in self.checks]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ValidationReport":
+        """The report ``to_dict()`` wrote (a stored result's validation section)."""
+        return cls(passed=bool(d["passed"]), checks=[Check.from_dict(c) for c in d.get("checks", [])])
 
     def __str__(self) -> str:
         head = "PASSED" if self.passed else "FAILED: " + "; ".join(self.reasons)

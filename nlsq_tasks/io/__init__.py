@@ -11,19 +11,25 @@ from ._errors import (
     TransientStorageError,
     redact_options,
     redact_uri,
+    scrub,
+    storage_errors,
 )
-from ._fs import atomic_write_bytes, load_text, read_bytes
+from ._fs import atomic_write_bytes, is_local, is_object_store, load_text, protocol, read_bytes, resolve, write_bytes_atomic
 from .checkpoint_store import CheckpointStore
+from .formats import DataFormat, format_names, register_builtin_formats, register_format
 from .inspect import DataInfo, DataTypeError, inspect_data
 from .policy import StoragePolicy, StoragePolicyError, check_glob, check_uri
-from .result_store import IncompleteResultError, ResultStore, read_result
+from .result_store import IncompleteResultError, ResultStore, read_result, read_result_files
 from .stack import load_stack, stack_size
 from .table_store import read_table, write_table
 from .sources import CsvChunkSource, FileChunkSource, ParquetChunkSource, RecordChunkSource, load_arrays, open_source
 
+register_builtin_formats()
+
 __all__ = [
     "CheckpointStore",
     "CsvChunkSource",
+    "DataFormat",
     "DataInfo",
     "DataTypeError",
     "FileChunkSource",
@@ -40,6 +46,15 @@ __all__ = [
     "atomic_write_bytes",
     "check_glob",
     "check_uri",
+    "format_names",
+    "register_format",
+    "is_local",
+    "is_object_store",
+    "scrub",
+    "write_bytes_atomic",
+    "protocol",
+    "resolve",
+    "storage_errors",
     "inspect_data",
     "load_arrays",
     "load_stack",
@@ -49,6 +64,7 @@ __all__ = [
     "read_result",
     "read_table",
     "stack_size",
+    "read_result_files",
     "redact_options",
     "redact_uri",
     "write_table",

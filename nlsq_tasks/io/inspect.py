@@ -44,8 +44,6 @@ import numpy as np
 from ._errors import StorageError, scrub, storage_errors
 from ._fs import protocol, resolve, to_uri
 
-FORMATS = ("npy", "npz", "csv", "parquet")
-_EXTENSIONS = {".npy": "npy", ".npz": "npz", ".csv": "csv", ".tsv": "csv", ".txt": "csv", ".parquet": "parquet", ".pq": "parquet"}
 _CSV_BLOCK = 4 << 20
 _MAX_HEADER_BYTES = 1 << 20
 
@@ -86,20 +84,17 @@ class Layout:
 
 
 def detect_format(uri: str, format: str | None = None) -> str:
+    """The registered format (:mod:`.formats`) named by ``format``, else by the file's extension."""
+    from .formats import extensions, format_names, format_of_extension, get_format
+
     if format is not None:
-        fmt = str(format).lower().lstrip(".")
-        if fmt == "pq":
-            fmt = "parquet"
-        if fmt not in FORMATS:
-            raise ValueError(f"format={format!r} is not supported; allowed: {', '.join(FORMATS)}")
-        return fmt
-    name = uri.split("?", 1)[0].rstrip("/").lower()
-    for ext, fmt in _EXTENSIONS.items():
-        if name.endswith(ext):
-            return fmt
+        return get_format(format).name
+    spec = format_of_extension(uri)
+    if spec is not None:
+        return spec.name
     raise ValueError(
-        f"cannot tell the format of {uri!r} from its extension; pass format= one of {', '.join(FORMATS)} "
-        f"(extensions: {', '.join(sorted(_EXTENSIONS))})"
+        f"cannot tell the format of {uri!r} from its extension; pass format= one of {', '.join(format_names())} "
+        f"(extensions: {', '.join(extensions())})"
     )
 
 
@@ -577,14 +572,10 @@ def _probe(uri, format, x_key, y_key, sigma_key, storage_options, csv_chunk_size
             raise StorageError(f"{where} is a directory, not a {fmt} file")
         size = int(st.get("size") or 0)
         try:
-            if fmt == "npy":
-                parts = _npy_layout(fs, path, x_key, y_key, sigma_key, where, size)
-            elif fmt == "npz":
-                parts = _npz_layout(fs, path, x_key, y_key, sigma_key, where, size)
-            elif fmt == "csv":
-                parts = _csv_layout(fs, path, x_key, y_key, sigma_key, csv_chunk_size, where)
-            else:
-                parts = _parquet_layout(fs, path, x_key, y_key, sigma_key, where)
+            from .formats import get_format
+
+            parts = get_format(fmt).layout(fs, path, x_key, y_key, sigma_key, where=where, size=size,
+                                           chunk_size=csv_chunk_size)
         except DataTypeError:
             raise
         except (zipfile.BadZipFile, struct.error, UnicodeDecodeError, SyntaxError, EOFError, zlib.error):

@@ -143,7 +143,13 @@ class ResultStore:
         return {n: join(self.uri, n) for n in extra_files}
 
 
-def read_result(uri, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def read_result(uri, storage_options: Mapping[str, Any] | None = None) -> FitResult:
+    """The :class:`~nlsq_tasks.FitResult` stored at ``uri``, equal to the one written
+    (verified against the manifest first; see :func:`read_result_files`)."""
+    return FitResult.from_summary(read_result_files(uri, storage_options)["summary"])
+
+
+def read_result_files(uri, storage_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read and verify a result directory written by :class:`ResultStore`.
 
     Returns ``{"manifest", "summary", "params", "report", "files", "extras"}`` where

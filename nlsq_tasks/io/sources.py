@@ -38,6 +38,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from ..limits import DEFAULT_CHUNK_SIZE
 from ..engine.sources import Chunk
 from ._errors import scrub, storage_errors
 from .inspect import DataInfo, Layout, _pyarrow_parquet, keys_repr, probe
@@ -407,16 +408,13 @@ class ParquetChunkSource(FileChunkSource):
 
 
 # -- front -------------------------------------------------------------------------------------
-_CLASSES = {"npy": RecordChunkSource, "npz": RecordChunkSource, "csv": CsvChunkSource, "parquet": ParquetChunkSource}
-
-
 def open_source(
     uri,
     format: str | None = None,
     x_key=None,
     y_key=None,
     sigma_key=None,
-    chunk_size: int = 65536,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
     storage_options: dict | None = None,
     readahead: int = 2,
 ) -> FileChunkSource:
@@ -430,7 +428,9 @@ def open_source(
         raise ValueError(f"readahead={readahead!r} must be an integer >= 0")
     # CSV: the scan that counts records also indexes the chunk starts (hence chunk_size).
     layout = probe(uri, format, x_key, y_key, sigma_key, storage_options, csv_chunk_size=int(chunk_size))
-    return _CLASSES[layout.info.format](layout, int(chunk_size), int(readahead), storage_options)
+    from .formats import get_format
+
+    return get_format(layout.info.format).source(layout, int(chunk_size), int(readahead), storage_options)
 
 
 def load_arrays(uri, format=None, x_key=None, y_key=None, sigma_key=None, storage_options=None):

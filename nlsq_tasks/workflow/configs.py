@@ -12,24 +12,22 @@ from enum import Enum
 
 from ._checks import check_bool, check_int, check_str
 
-MIN_CHUNK_SIZE = 1_000
-MAX_CHUNK_SIZE = 1_000_000
+from ..limits import DEFAULT_CHUNK_SIZE, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE  # noqa: F401  (re-exported)
+from ..strategies import get_strategy, strategy_names
 
 
-class Strategy(str, Enum):
-    """How the normal equations are accumulated.
+def _strategy_str(self) -> str:  # f"{strategy}" prints "chunked", not "Strategy.CHUNKED"
+    return self.value
 
-    - STANDARD: everything in memory, one Jacobian.
-    - CHUNKED: data in memory, Jacobian formed chunk by chunk.
-    - STREAMING: data read chunk by chunk from a source, one pass per iteration.
-    """
 
-    STANDARD = "standard"
-    CHUNKED = "chunked"
-    STREAMING = "streaming"
-
-    def __str__(self) -> str:  # f"{strategy}" prints "chunked", not "Strategy.CHUNKED"
-        return self.value
+# One member per registered strategy (nlsq_tasks.strategies), in registration order:
+# STANDARD (everything in memory, one Jacobian), CHUNKED (data in memory, Jacobian formed
+# chunk by chunk), STREAMING (data read chunk by chunk from a source, one pass per iteration).
+Strategy = Enum("Strategy", [(name.upper(), name) for name in strategy_names()], type=str, module=__name__)
+Strategy.__str__ = _strategy_str
+Strategy.__format__ = lambda self, spec: format(self.value, spec)
+Strategy.__doc__ = "How the normal equations are accumulated: " + "; ".join(
+    f"{name.upper()}: {get_strategy(name).summary}" for name in strategy_names()) + "."
 
 
 @dataclass(frozen=True)

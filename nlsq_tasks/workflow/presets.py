@@ -23,6 +23,9 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, model_validator
 
+from ..engine.options import LOSSES
+from ..planning import SAMPLERS
+from ..strategies import strategy_names
 from .configs import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from .goals import OptimizationGoal
 from .tolerances import calculate_adaptive_tolerances
@@ -78,17 +81,17 @@ with warnings.catch_warnings():
 
         name: str = Field(min_length=1, max_length=64)
         description: str = ""
-        strategy: Literal["auto", "standard", "chunked", "streaming"] = "auto"
+        strategy: Literal[("auto",) + strategy_names()] = "auto"  # type: ignore[valid-type]
         tolerance: Optional[float] = Field(None, gt=0.0, le=1e-2)
         goal: Optional[OptimizationGoal] = None
         n_starts: StrictInt = Field(1, ge=1, le=1000)
-        multistart_sampler: Literal["sobol", "lhs"] = "sobol"
+        multistart_sampler: Literal[SAMPLERS] = "sobol"  # type: ignore[valid-type]
         seed: Optional[StrictInt] = Field(0, ge=0)
         chunk_size: Optional[StrictInt] = Field(None, ge=MIN_CHUNK_SIZE, le=MAX_CHUNK_SIZE)
         checkpoint: CheckpointSettings = CheckpointSettings()
         validate: StrictBool = False  # noqa: A003 (the YAML key users write)
         max_nfev: Optional[StrictInt] = Field(None, ge=1)
-        loss: Literal["linear", "soft_l1", "huber", "cauchy", "arctan"] = "linear"
+        loss: Literal[LOSSES] = "linear"  # type: ignore[valid-type]
         f_scale: float = Field(1.0, gt=0.0, allow_inf_nan=False)
         # At most this many devices for one fit's passes (None: every visible one).
         devices: Optional[StrictInt] = Field(None, ge=1)

@@ -63,7 +63,8 @@ def test_standard_branch_stores_results_with_manifest_and_artifacts(decay_npz, t
     from nlsq_tasks.io import read_result
 
     stored = read_result(str(results))  # verifies sizes and checksums against the manifest
-    np.testing.assert_allclose(stored["params"]["popt"], [out["params"][k] for k in "abc"])
+    np.testing.assert_allclose(stored.popt, [out["params"][k] for k in "abc"])
+    assert stored.strategy_reason == out["reason"] == out["plan"]["reason"]
 
     # artifacts, read back from the server
     # artifacts, read back from the server: keys name the deployment ("local") and the data set
@@ -101,6 +102,17 @@ def test_chunked_branch_chosen_by_memory_limit(decay_npz, tmp_path):
     _assert_matches_scipy(out, decay_npz)
     arts = [a for a in flow_run_artifacts(state.state_details.flow_run_id) if a.type == "progress"]
     assert arts and float(arts[0].data) == 100.0
+    # planned once: the flow's reason, the stored result's and the library planner's are one string
+    from nlsq_tasks import plan_fit
+    from nlsq_tasks.io import read_result
+
+    with np.load(decay_npz) as z:
+        n = z["y"].shape[0]
+    library = plan_fit("a*exp(-b*x) + c", n_points=n, workflow="auto", memory_limit_gb=0.01)
+    assert out["reason"] == library.reason == read_result(str(tmp_path / "chk" / "results")).strategy_reason
+    assert out["plan"] == library.to_dict()
+    plan_art = [a for a in flow_run_artifacts(state.state_details.flow_run_id) if a.key == "nlsq-fit-plan"]
+    assert plan_art and library.reason.split(";")[0] in plan_art[0].data
 
 
 def test_streaming_branch_by_preset_checkpoints_and_progress(decay_npz, tmp_path):

@@ -66,17 +66,17 @@ def test_rewriting_a_result_removes_files_the_new_one_does_not_have(tmp_path):
     import numpy as np
 
     from nlsq_tasks import fit
-    from nlsq_tasks.io import ResultStore, read_result
+    from nlsq_tasks.io import ResultStore, read_result_files
 
     x = np.linspace(0, 1, 30)
     res = fit("a*x+b", x, 2 * x + 1)
     store = ResultStore(str(tmp_path))
     store.write(res)
     store.add_files({"validation.json": b'{"passed": true}', "fit.png": b"\x89PNG"})
-    assert {"validation.json", "fit.png"} <= set(read_result(str(tmp_path))["manifest"]["files"])
+    assert {"validation.json", "fit.png"} <= set(read_result_files(str(tmp_path))["manifest"]["files"])
     store.write(res)  # a re-run without validation or plot
     assert not (tmp_path / "validation.json").exists() and not (tmp_path / "fit.png").exists()
-    assert set(read_result(str(tmp_path))["manifest"]["files"]) == {"summary.json", "params.npz", "report.txt"}
+    assert set(read_result_files(str(tmp_path))["manifest"]["files"]) == {"summary.json", "params.npz", "report.txt"}
 
 
 # -- flows ---------------------------------------------------------------------------------------------------

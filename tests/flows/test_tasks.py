@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("prefect_harness")
 def test_retry_only_on_transient_storage_errors():
     from prefect import flow, task
 
-    from flows.tasks import _RETRYING, fit_streaming, retry_on_transient_storage
+    from flows.tasks import _RETRYING, fit_data, retry_on_transient_storage
     from nlsq_tasks.io import StorageNotFoundError, TransientStorageError
 
     calls = {"transient": 0, "bad": 0}
@@ -41,7 +41,7 @@ def test_retry_only_on_transient_storage_errors():
     a, b = run()
     assert a == "ok" and calls["transient"] == 3  # two retries, then success
     assert b.is_failed() and calls["bad"] == 1  # no retry on a non-transient error
-    assert fit_streaming.retries == 3 and fit_streaming.retry_condition_fn is retry_on_transient_storage
+    assert fit_data.retries == 3 and fit_data.retry_condition_fn is retry_on_transient_storage
 
 
 def test_worker_slot_without_a_limit_does_not_block():

@@ -11,7 +11,9 @@ from io_helpers import put_bytes
 
 from nlsq_tasks.engine.result import FitResult, FitStatistics
 from nlsq_tasks.engine.status import FitStatus
-from nlsq_tasks.io import IncompleteResultError, ResultStore, StorageError, atomic_write_bytes, load_text, read_result
+from nlsq_tasks.io import (
+    IncompleteResultError, ResultStore, StorageError, atomic_write_bytes, load_text, read_result, read_result_files,
+)
 
 
 def _result(scale: float = 1.0) -> FitResult:
@@ -36,7 +38,8 @@ def test_write_then_read_verifies(store):
     res = _result()
     written = ResultStore(f"{base}/run1", storage_options=so).write(res, extra_files={"fit.png": b"\x89PNG fake"})
     assert set(written) == {"summary.json", "params.npz", "report.txt", "fit.png", "manifest.json"}
-    got = read_result(f"{base}/run1", storage_options=so)
+    assert read_result(f"{base}/run1", storage_options=so) == res  # the FitResult itself, equal field by field
+    got = read_result_files(f"{base}/run1", storage_options=so)
     assert got["summary"] == json.loads(json.dumps(res.summary()))
     assert got["summary"]["statistics"]["chi2"] == 97.0 and got["summary"]["pcov"][2][2] == "inf"
     np.testing.assert_array_equal(got["params"]["popt"], res.popt)
@@ -68,7 +71,7 @@ def test_failure_mid_write_leaves_no_manifest(tmp_path):
     and an earlier result's manifest in that place is withdrawn first."""
     target = tmp_path / "r"
     ResultStore(str(target)).write(_result())
-    assert read_result(str(target))["summary"]["popt"][0] == 2.5
+    assert read_result(str(target)).popt[0] == 2.5
     (target / "report.txt").unlink()
     (target / "report.txt").mkdir()
     with pytest.raises(StorageError, match="could not write the result to"):

@@ -47,13 +47,13 @@ def main() -> None:
     # Caps: the fit keyword, and a flow request's override carried by its preset.
     from flows.request import FitSettings
     from flows.resolve import apply_overrides
-    from nlsq_tasks._plan import _execution
     from nlsq_tasks.workflow import load_preset
 
     out["cap_kwarg"] = nlsq_tasks.fit(model, x, y, strategy="standard", devices=2, max_nfev=2, **{
         k: v for k, v in kw.items() if k not in ("ftol", "xtol", "gtol")}).execution["n_devices"]
     preset = apply_overrides(load_preset("auto"), FitSettings(model="exponential_decay", overrides={"devices": 3}))
-    out["cap_request"] = _execution({}, preset, "standard", None, n, 1, False).n_devices
+    out["cap_request"] = nlsq_tasks.plan_fit(n_points=n, n_params=3, workflow=preset, strategy="standard").devices[
+        "n_devices"]
     json.dump(out, sys.stdout)
 
 
