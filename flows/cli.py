@@ -334,6 +334,10 @@ def cmd_plan(args) -> int:
 
     try:
         request = _build_request(args)
+        _cli_policy_roots(args)
+        from .resolve import check_policy, default_storage_uri
+
+        check_policy(request.data.uri, request.preset_spec, default_storage_uri())  # reads nothing
         checked = checked_request(request)
         plan = plan_request(data_info(request.data), checked, request)
     except Exception as exc:  # errors name the field, the value and what is allowed
