@@ -109,7 +109,7 @@ def test_chunked_branch_chosen_by_memory_limit(decay_npz, tmp_path):
     with np.load(decay_npz) as z:
         n = z["y"].shape[0]
     library = plan_fit("a*exp(-b*x) + c", n_points=n, workflow="auto", memory_limit_gb=0.01)
-    assert out["reason"] == library.reason == read_result(str(tmp_path / "chk" / "results")).strategy_reason
+    assert out["reason"] == library.reason == read_result(out["uris"]["results_dir"]).strategy_reason
     assert out["plan"] == library.to_dict()
     plan_art = [a for a in flow_run_artifacts(state.state_details.flow_run_id) if a.key == "nlsq-fit-plan"]
     assert plan_art and library.reason.split(";")[0] in plan_art[0].data
