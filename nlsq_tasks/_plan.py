@@ -175,27 +175,20 @@ def make_plan(
         p_start = _guess(model, guess_xy, names, lower, upper)
     V.check_enough_points(n_points, names)
 
-    # The model itself, on the whole x (JAX or NumPy, pointwise or whole: see _model_prep),
-    # once every cheap check of the start has passed; the plan needs to know a NumPy model.
-    from ._model_prep import prepare_model
-
-    model = prepare_model(model, probe, p_start, names, n_points=n_points, jac=jac, lower=lower, upper=upper)
-    host_model = bool(getattr(model, "host_model", False))
     decisions = {k: kwargs.get(k) for k in PLAN_KEYWORDS}
     if kwargs.get("plan") is not None:
         fit_plan = _given_plan(kwargs["plan"], decisions, workflow, goal, memory_limit_gb, method, len(names),
                                n_features, covariance)
-        if host_model and fit_plan.devices.get("sharded"):
-            raise V.FitInputError("plan", fit_plan.devices.get("n_devices"), "the plan shards the passes over several "
-                                  "devices, but a NumPy model runs on the host, so on one device; plan with "
-                                  "plan_fit(..., host_model=True) or devices=1.")
         if fit_plan.executor != executor:
             raise V.FitInputError("executor", executor, f"the plan was made for executor {fit_plan.executor!r} but "
                                   f"this run's is {executor!r}; plan with plan_fit(..., executor={executor!r}).")
     else:
-        fit_plan = plan_fit(n_points=n_points, n_features=n_features, n_params=len(names), workflow=workflow,
+        def planned(host_model: bool) -> FitPlan:
+            return plan_fit(n_points=n_points, n_features=n_features, n_params=len(names), workflow=workflow,
                             goal=goal, method=method, memory_limit_gb=memory_limit_gb, covariance=covariance,
                             executor=executor, host_model=host_model, **decisions)
+
+        fit_plan = planned(False)
     options = fit_plan.solver_options(x_scale=V.check_x_scale(kwargs.get("x_scale", "jac"), names),
                                       absolute_sigma=absolute_sigma)
     checkpoint = V.check_checkpoint(kwargs.get("checkpoint"))
@@ -204,6 +197,18 @@ def make_plan(
 
         checkpoint = FreshStartSink(checkpoint)
     progress = V.check_callable_or_none("progress", kwargs.get("progress"))
+    # Last, once every cheap check has passed: the model itself, on the whole x (JAX or
+    # NumPy, pointwise or whole: see _model_prep).
+    from ._model_prep import prepare_model
+
+    model = prepare_model(model, probe, p_start, names, n_points=n_points, jac=jac, lower=lower, upper=upper)
+    if getattr(model, "host_model", False) and fit_plan.devices.get("sharded"):
+        # a NumPy model's passes stay on one device: the planner, told so, says why
+        if kwargs.get("plan") is not None:
+            raise V.FitInputError("plan", fit_plan.devices.get("n_devices"), "the plan shards the passes over "
+                                  "several devices, but a NumPy model runs on the host, so on one device; plan with "
+                                  "plan_fit(..., host_model=True) or devices=1.")
+        fit_plan = planned(True)
     return Plan(fit_plan=fit_plan, model=model, names=names, p0=p_start, lower=lower, upper=upper, options=options,
                 checkpoint=checkpoint, progress=progress)
 
