@@ -370,7 +370,7 @@ def _choose_strategy(requested, method, preset, covariance, decision) -> tuple[s
     elif forced is not None:
         strategy, reason = forced, f"method asks for the standard in-memory solver (the memory budget alone gives {auto})"
     elif preset_strategy is not None:
-        strategy, reason = preset_strategy, f"preset {getattr(preset, 'name', '?')!r} uses the {preset_strategy} strategy"
+        strategy, reason = preset_strategy, f"strategy {preset_strategy} fixed by preset {getattr(preset, 'name', '?')!r}"
     else:
         strategy, reason = auto, decision.reason
     if covariance and not get_strategy(strategy).takes_covariance:
@@ -381,7 +381,7 @@ def _choose_strategy(requested, method, preset, covariance, decision) -> tuple[s
                 f"a covariance matrix sigma (n, n) couples all points and needs strategy={' or '.join(map(repr, takers))}; "
                 f"got strategy={requested!r}. Pass per-point standard deviations sigma (n,) to chunk or stream.",
             )
-        reason += (f"; but sigma is a covariance matrix (n, n), which only the {'/'.join(takers)} strategy can use: "
+        reason += (f"; but sigma is a covariance matrix (n, n), which only {'/'.join(takers)} can use: "
                    f"{takers[0]}")
         strategy = takers[0]
     if strategy != auto and strategy == "standard" and not decision.budget.fits_in_memory:
