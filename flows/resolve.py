@@ -188,11 +188,8 @@ def resolve_request_model(spec: str):
     """A registered name, a built-in name or a whitelisted expression -> ``Model``."""
     from nlsq_tasks.models import resolve_model
 
-    from .registry import lookup
-
-    target = lookup(spec)
     try:
-        return resolve_model(target if target is not None else spec)
+        return resolve_model(spec)  # registered names first (the one registry), then built-ins, expressions
     except Exception as exc:  # UnsafeExpressionError, SyntaxError, KeyError...
         raise RequestError("model", f"{spec!r} is not a usable model: {type(exc).__name__}: {exc}") from None
 

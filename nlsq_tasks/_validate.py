@@ -272,15 +272,6 @@ def check_bounds(bounds: Any, names: Sequence[str]) -> tuple[np.ndarray, np.ndar
     return lo, hi
 
 
-def is_unbounded(bounds: Any) -> bool:
-    """True for the default ``(-inf, inf)`` (in any of its spellings)."""
-    try:
-        lo, hi = bounds
-        return bool(np.all(np.asarray(lo) == -np.inf) and np.all(np.asarray(hi) == np.inf))
-    except Exception:
-        return False
-
-
 def feasible_start(lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
     """A default start inside the bounds: the midpoint when both are finite, one unit
     inside a single finite bound, and 1 when unbounded (SciPy's choice for p0=None)."""

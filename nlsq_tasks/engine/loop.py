@@ -230,7 +230,3 @@ def run_loop(fn, loss: str, tile: int, p0, lower, upper, x, y, sigma, n_valid: i
     run_s = time.perf_counter() - t0
     return out, {"compile_s": compile_s, "compile_cpu_s": compile_cpu_s, "run_s": run_s}
 
-
-def clear_cache() -> None:
-    with _lock:
-        _cache.clear()

@@ -147,25 +147,8 @@ def _bilinear(u, hh, v):
     return jnp.sum(u[:, None] * hh * v[None, :])
 
 
-def _matvec(m, v):
-    return jnp.sum(m * v[None, :], axis=1)
-
-
 def _norm(v):
     return jnp.sqrt(jnp.sum(v * v))
-
-
-def _quad(hh, diag, g, s):
-    """0.5 s^T (H + diag) s + g^T s."""
-    return 0.5 * (_bilinear(s, hh, s) + jnp.sum(diag * s * s)) + _dot(g, s)
-
-
-def _quad_1d(hh, diag, g, s, s0):
-    """Coefficients of t -> q(s0 + t s) = a t^2 + b t + c."""
-    a = 0.5 * (_bilinear(s, hh, s) + jnp.sum(diag * s * s))
-    b = _dot(g, s) + _bilinear(s0, hh, s) + jnp.sum(diag * s0 * s)
-    c = 0.5 * (_bilinear(s0, hh, s0) + jnp.sum(diag * s0 * s0)) + _dot(g, s0)
-    return a, b, c
 
 
 def _min_quad_1d(a, b, lo, hi, c=0.0):

@@ -7,7 +7,7 @@
 
 from .base import Model, model_from_callable, sum_models
 from .expression import UnsafeExpressionError, expression_model
-from .registry import get_model, list_models, register_model, resolve_model, unregister_model
+from .registry import get_model, list_models, register_model, registered_models, resolve_model, unregister_model
 
 __all__ = [
     "Model",
@@ -17,6 +17,7 @@ __all__ = [
     "list_models",
     "model_from_callable",
     "register_model",
+    "registered_models",
     "resolve_model",
     "sum_models",
     "unregister_model",

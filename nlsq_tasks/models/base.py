@@ -165,17 +165,13 @@ class Model:
 
     def __add__(self, other) -> "Model":
         if not isinstance(other, Model):
-            from .registry import resolve_model
-
-            other = resolve_model(other)
+            other = _resolve(other)
         return sum_models([self, other])
 
     def __radd__(self, other) -> "Model":
         if isinstance(other, (int, float)) and other == 0:  # sum([m1, m2]) starts from 0
             return self
-        from .registry import resolve_model
-
-        return sum_models([resolve_model(other), self])
+        return sum_models([_resolve(other), self])
 
     @property
     def components(self) -> tuple["Model", ...]:
@@ -432,3 +428,20 @@ def _strictly_inside(p: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarra
         elif math.isfinite(hi[i]) and p[i] >= hi[i]:
             p[i] = hi[i] - step if step > 0 else hi[i]
     return p
+
+
+# How ``model + "gaussian"`` turns the other operand into a Model. The registry installs its
+# resolve_model here when it is imported (models/__init__ imports it), so that this module
+# never imports the registry, which imports this module.
+_resolver: Callable[[Any], "Model"] | None = None
+
+
+def set_resolver(resolve: Callable[[Any], "Model"]) -> None:
+    global _resolver
+    _resolver = resolve
+
+
+def _resolve(spec: Any) -> "Model":
+    if _resolver is None:  # cannot happen through the package: nlsq_tasks.models imports the registry
+        raise TypeError(f"cannot add {type(spec).__name__} to a Model: no model registry is loaded")
+    return _resolver(spec)

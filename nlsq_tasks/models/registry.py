@@ -23,12 +23,14 @@ import re
 import threading
 from typing import Any, Callable, Sequence
 
-from .base import Model, model_from_callable, sum_models
+from .base import Model, model_from_callable, set_resolver, sum_models
 from .expression import expression_model
 from .library import ALIASES, BUILTINS
 
 _TERM = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z0-9_.,]*))?$")
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
+# A registered name: letters, digits, '_' and '-' (a deployment's "lab-decay"), starting with a
+# letter. A name is looked up whole before any parsing, so '-' never reads as a minus.
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,63}$")
 _lock = threading.Lock()
 _registered: dict[str, Model] = {}
 
@@ -70,10 +72,15 @@ def get_model(name: str, **options: Any) -> Model:
 
 
 def register_model(name: str, model: Model | Callable, *, overwrite: bool = False) -> Model:
-    """Make ``model`` (a Model or a callable ``f(x, a, b, ...)``) available as ``name``."""
+    """Make ``model`` (a Model or a callable ``f(x, a, b, ...)``) available as ``name``.
+
+    The one model registry (``flows.register_model`` is this function). Its rules: a
+    built-in name is never shadowed (a request's "gaussian" always means the built-in), and
+    a registered name is replaced only with ``overwrite=True``."""
     if not isinstance(name, str) or not _NAME.match(name):
         raise ValueError(
-            f"register_model: name {name!r} is not allowed; use letters, digits and '_', starting with a letter (max 64)."
+            f"register_model: name {name!r} is not allowed; use letters, digits, '_' or '-', starting with a letter "
+            "(max 64)."
         )
     if name in BUILTINS or name in ALIASES:
         raise ValueError(f"register_model: {name!r} is a built-in model name; choose another.")
@@ -88,6 +95,12 @@ def register_model(name: str, model: Model | Callable, *, overwrite: bool = Fals
 def unregister_model(name: str) -> None:
     with _lock:
         _registered.pop(name, None)
+
+
+def registered_models() -> list[str]:
+    """The names registered with :func:`register_model` (built-ins excluded), sorted."""
+    with _lock:
+        return sorted(_registered)
 
 
 def _parse_options(name: str, text: str) -> dict[str, Any]:
@@ -132,6 +145,12 @@ def resolve_model(
         text = spec.strip()
         if not text:
             raise ValueError("model: the spec is an empty string; give a model name or an expression.")
+        with _lock:
+            registered = _registered.get(text)
+        if registered is not None:  # a registered name, whole ("lab-decay" is not "lab - decay")
+            if params is not None:
+                raise ValueError(f"params={params!r}: named models have fixed parameter names.")
+            return registered
         terms = [_TERM.match(re.sub(r"\s*:\s*", ":", t.strip())) for t in text.split("+")]
         if all(terms):
             words = [m.group(1) for m in terms]
@@ -152,3 +171,6 @@ def resolve_model(
         f"model: expected a Model, a callable f(x, *params), a model name or an expression string; "
         f"got {type(spec).__name__}."
     )
+
+
+set_resolver(resolve_model)  # Model.__add__ resolves names and expressions through this registry

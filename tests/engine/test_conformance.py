@@ -34,7 +34,7 @@ from _api_cases import CHUNK, TIGHT, decay, decay_data  # noqa: E402  (tests/eng
 def registered_strategies() -> list[str]:
     """The strategies the library offers (the registry, when there is one; else the enum)."""
     try:
-        from nlsq_tasks.engine.registry import strategy_names  # type: ignore[import-not-found]
+        from nlsq_tasks.strategies import strategy_names
 
         return list(strategy_names())
     except ImportError:
