@@ -526,7 +526,11 @@ def _restore_unweighted_stats(result: FitResult, fn, x, y) -> None:
 def _finish(result: FitResult, plan: Plan, t0: float, t_prep: float) -> FitResult:
     """The result with its provenance: the plan that ran it, recorded once."""
     timings = {**result.timings, "prepare": t_prep, "total": time.perf_counter() - t0}
-    return result.with_provenance(plan.fit_plan, timings=timings, notes=plan.notes)
+    result = result.with_provenance(plan.fit_plan, timings=timings, notes=plan.notes)
+    from .engine.finalize import emit_warnings
+
+    emit_warnings(result)  # undetermined parameters by name; a fit stopped at max_nfev
+    return result
 
 
 class FiniteSource:

@@ -22,13 +22,13 @@ import numpy as np
 
 from . import normal_eqs as _ne
 from . import trust_region as _tr
-from .passes import ChunkPartial, NormalEquationsPass, SourceExecutor, merge_moments, zeros
+from .passes import ChunkPartial, LeastSquaresFactorPass, NormalEquationsPass, SourceExecutor, merge_moments, zeros
 from .passes.host import stacked_combine_jit
 from .passes.host import pad_chunk  # noqa: F401  (re-exported: older imports)
 from .sources import Chunk, ChunkSource
 from .status import FitStatus
 
-STATE_VERSION = 2  # 2: y statistics kept as mergeable (count, mean, M2)
+STATE_VERSION = 3  # 2: y statistics as mergeable (count, mean, M2); 3: the pass mode (normal equations / TSQR)
 
 
 class ChunkError(ValueError):
@@ -80,6 +80,8 @@ def _schedule_and_propose(state, k, lower, upper, settings):
 
 
 _tr_init = jax.jit(_tr.tr_init)
+_continue = jax.jit(lambda p, neq, lower, upper, settings, before: _tr.continue_state(
+    _tr.tr_init(p, neq, lower, upper, settings), before))
 _tr_update = jax.jit(_tr.tr_update)
 
 
@@ -113,8 +115,10 @@ class StreamCore:
         self.has_sigma = bool(source.has_sigma)
         self.settings = _tr.as_settings(options, self.P)
         self.f_scale = jnp.asarray(float(options.f_scale), jnp.float64)
-        self.reduction = NormalEquationsPass(fn, options.loss)
-        self.combine = stacked_combine_jit(self.reduction)
+        # the fast pass while J is well conditioned, then (for good) the TSQR factor of J
+        self.reductions = {"gram": NormalEquationsPass(fn, options.loss), "qr": LeastSquaresFactorPass(fn, options.loss)}
+        self.combines = {k: stacked_combine_jit(r) for k, r in self.reductions.items()}
+        self._executors: dict = {}
         x_shape = (self.m,) if source.n_features == 1 else (source.n_features, self.m)
         sd = jax.ShapeDtypeStruct
         self.neq_struct = jax.eval_shape(
@@ -125,14 +129,16 @@ class StreamCore:
             lambda p, n: _tr.tr_init(p, n, self.lower, self.upper, self.settings), sd((self.P,), jnp.float64),
             self.neq_struct)
 
-    def acc_zeros(self, k: int):
-        return zeros(self.reduction, k, self.P)
+    def acc_zeros(self, k: int, mode: str = "gram"):
+        return zeros(self.reductions[mode], k, self.P)
 
-    def executor(self, factory=None):
-        """The pass executor over the source (chunks vetted by :func:`check_chunk`);
-        ``factory`` defaults to the in-process :class:`~.passes.SourceExecutor`."""
-        make = SourceExecutor if factory is None else factory
-        return make(self.reduction, self.source, float(self.options.f_scale), check_chunk)
+    def executor(self, factory=None, mode: str = "gram"):
+        """The pass executor over the source for the pass ``mode`` (chunks vetted by
+        :func:`check_chunk`); ``factory`` defaults to the in-process :class:`~.passes.SourceExecutor`."""
+        if mode not in self._executors:
+            make = SourceExecutor if factory is None else factory
+            self._executors[mode] = make(self.reductions[mode], self.source, float(self.options.f_scale), check_chunk)
+        return self._executors[mode]
 
     def fresh(self, p_start, fingerprint: str, warm: dict) -> "StreamRun":
         run = StreamRun(self, fingerprint)
@@ -187,6 +193,8 @@ class StreamRun:
         self.n_trial_evals = 0  # trial points actually evaluated (k per pass)
         self.y_moments = (0.0, 0.0, 0.0)  # (count, mean, M2) of y, merged in chunk order
         self.first_try_accepted = 0  # the last iteration ended on its first try
+        self.mode = "gram"  # which pass: normal equations, or "qr" (TSQR) once they were too ill-conditioned
+        self.reeval = False  # this pass re-evaluates the current point with the TSQR pass
 
     # -- a pass ---------------------------------------------------------------------
     def begin_pass(self):
@@ -196,7 +204,7 @@ class StreamRun:
         # adaptive: after a first-try acceptance, bet on another one and evaluate one try
         k = 1 if (c.adaptive and self.first_try_accepted) else c.K
         self.trials = np.asarray(self.props.p_trial)[:k]
-        self.acc = c.acc_zeros(k)
+        self.acc = c.acc_zeros(k, self.mode)
         self.cursor = self.points_seen = 0
 
     def add_partial(self, part: ChunkPartial):
@@ -204,7 +212,7 @@ class StreamRun:
         if part.index != self.cursor:
             raise RuntimeError(f"pass executor yielded chunk {part.index}, expected chunk {self.cursor} "
                                "(partials must come in chunk order)")
-        self.acc = self.core.combine(self.acc, part.value)
+        self.acc = self.core.combines[self.mode](self.acc, part.value)
         if self.tr is None:
             self.y_moments = merge_moments(self.y_moments, part.y_moments)
         self.cursor += 1
@@ -228,6 +236,9 @@ class StreamRun:
         self.n_trial_evals += int(self.trials.shape[0])
         if self.tr is None:  # pass 0: the start point
             self.tr = _tr_init(jnp.asarray(self.trials[0]), _index(self.acc, 0), c.lower, c.upper, c.settings)
+        elif self.reeval:  # the current point again, with the TSQR pass; the iteration carries on
+            self.tr = _continue(jnp.asarray(self.trials[0]), _index(self.acc, 0), c.lower, c.upper, c.settings, self.tr)
+            self.reeval = False
         else:
             st = self.tr
             nit0 = int(st.nit)
@@ -244,8 +255,19 @@ class StreamRun:
         self.pass_index += 1
         if _finished(self.tr):
             self.done = True
+        elif self.mode == "gram" and bool(self.tr.gram_ill):
+            self.switch_to_qr()
         else:
             self.begin_pass()
+
+    def switch_to_qr(self):
+        """The normal equations are too ill-conditioned: re-evaluate the current point with
+        the TSQR pass next, and use it from then on."""
+        self.mode, self.reeval = "qr", True
+        self.trials = np.asarray(self.tr.p, dtype=np.float64)[None, :]
+        self.acc = self.core.acc_zeros(1, "qr")
+        self.cursor = self.points_seen = 0
+        self.first_try_accepted = 0
 
     def stop(self):
         self.done = True
@@ -268,6 +290,8 @@ class StreamRun:
             "has_tr": int(self.tr is not None),
             "y_moments": np.asarray(self.y_moments, np.float64),
             "first_try_accepted": self.first_try_accepted,
+            "mode": int(self.mode == "qr"),
+            "reeval": int(self.reeval),
         }
         for k, v in self.warm.items():
             st["warm/" + k] = v
@@ -290,7 +314,9 @@ class StreamRun:
         self.y_moments = tuple(float(v) for v in np.asarray(st["y_moments"], np.float64))
         self.first_try_accepted = int(st["first_try_accepted"])
         self.warm = {k[5:]: v for k, v in st.items() if k.startswith("warm/")}
-        self.acc = _state_to_tree("acc", c.acc_zeros(self.trials.shape[0]), st)
+        self.mode = "qr" if int(st["mode"]) else "gram"
+        self.reeval = bool(int(st["reeval"]))
+        self.acc = _state_to_tree("acc", c.acc_zeros(self.trials.shape[0], self.mode), st)
         if int(st["has_tr"]):
             self.tr = _state_to_tree("tr", c.tr_struct, st)
             if not self.done:

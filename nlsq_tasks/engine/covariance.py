@@ -1,56 +1,94 @@
-"""Parameter covariance from the final normal equations, following ``scipy.optimize.curve_fit``.
+"""Parameter covariance from the final factor of J, following ``scipy.optimize.curve_fit``,
+with undetermined parameters reported as such.
 
 SciPy computes the pseudo-inverse of :math:`J^T J` from the SVD of :math:`J`, dropping
-singular values :math:`s_k \\le \\epsilon \\max(n, p)\\, s_1`. We only hold
-:math:`H = J^T J` (loss-rescaled, as SciPy's returned ``jac``), whose eigenvalues are
-:math:`s_k^2`. To keep the digits an explicit :math:`J^T J` would lose on badly scaled
-problems, :math:`H` is first equilibrated, :math:`B = S H S` with
-:math:`S = \\mathrm{diag}(H)^{-1/2}`, then
+singular values :math:`s_k \\le \\epsilon \\max(n, p)\\, s_1`. We hold a ``p x p`` factor
+:math:`R` with :math:`R^T R = J^T J` (loss-rescaled, as SciPy's returned ``jac``), which
+has the singular values of :math:`J`. Its columns are equilibrated first,
+:math:`R S` with :math:`S = \\mathrm{diag}(1/\\lVert R_{:,j}\\rVert)` (so that units do not
+decide what is "small"), then
 
 .. math::
 
-    B = V \\Lambda V^T,\\quad
-    B^+ = \\sum_{\\sqrt{\\lambda_k} > \\epsilon \\max(n,p) \\sqrt{\\lambda_1}} v_k v_k^T / \\lambda_k,
-    \\quad \\mathrm{pcov} = S B^+ S \\cdot \\frac{2F}{n - p}
+    R S = U \\Sigma V^T,\\quad
+    \\mathrm{pcov} = S \\Big(\\sum_{s_k > \\epsilon \\max(n,p) s_1} v_k v_k^T / s_k^2\\Big) S
+    \\cdot \\frac{2F}{n - p}
 
-(the last factor unless ``absolute_sigma``). As in SciPy, ``pcov`` is filled with inf when
-it contains NaN, or when ``n <= p`` and the residual variance is to be estimated.
+(the last factor unless ``absolute_sigma``).
+
+**A covariance that never lies.** SciPy's pseudo-inverse quietly gives a *finite* (often
+zero) variance to a parameter the data do not determine. Here every dropped singular
+direction :math:`v_k` names the parameters it involves (:math:`|v_{kj}| >` ``NULL_WEIGHT``);
+their rows and columns of ``pcov`` are set to inf, and :func:`covariance` reports them so
+the caller can warn by name. As in SciPy, ``pcov`` is all inf when it contains NaN, or when
+``n <= p`` and the residual variance is to be estimated.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 EPS = np.finfo(np.float64).eps
+NULL_WEIGHT = 1e-3  # a parameter with this much weight in a dropped direction is undetermined
 
 
-def pseudo_inverse(jtj: np.ndarray, n_points: int) -> np.ndarray:
-    """:math:`(J^T J)^+` with SciPy's singular-value cut-off (see module docstring)."""
-    jtj = np.asarray(jtj, dtype=np.float64)
-    p = jtj.shape[0]
-    if not np.all(np.isfinite(jtj)):
-        return np.full((p, p), np.nan)
-    diag = np.diag(jtj).copy()
-    s = np.where(diag > 0, 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0)
-    b = jtj * s[:, None] * s[None, :]
-    b = 0.5 * (b + b.T)
-    lam, vec = np.linalg.eigh(b)
-    sv = np.sqrt(np.maximum(lam, 0.0))
-    keep = sv > EPS * max(n_points, p) * sv.max() if sv.max() > 0 else np.zeros(p, bool)
-    vk = vec[:, keep]
-    binv = (vk / lam[keep]) @ vk.T
-    return binv * s[:, None] * s[None, :]
+class Covariance(NamedTuple):
+    pcov: np.ndarray
+    undetermined: list[int]  # indices of parameters the data do not determine
+    condition: float  # condition number of the column-equilibrated J (inf when rank-deficient)
 
 
-def covariance(jtj: np.ndarray, cost: float, n_points: int, absolute_sigma: bool) -> np.ndarray:
-    """``pcov`` exactly as ``curve_fit`` builds it from ``least_squares``' result."""
-    p = np.asarray(jtj).shape[0]
-    pcov = pseudo_inverse(jtj, n_points)
+def _equilibrated_svd(r: np.ndarray):
+    r = np.asarray(r, dtype=np.float64)
+    col = np.sqrt(np.sum(r * r, axis=0))
+    s = np.where(col > 0, 1.0 / np.where(col > 0, col, 1.0), 1.0)
+    _, sv, vt = np.linalg.svd(r * s[None, :])
+    return s, sv, vt
+
+
+def condition_number(r: np.ndarray) -> float:
+    """Condition number of the column-equilibrated J from its factor (inf when singular)."""
+    if not np.all(np.isfinite(r)):
+        return float("inf")
+    col = np.sqrt(np.sum(np.asarray(r) ** 2, axis=0))
+    if np.any(col == 0):
+        return float("inf")
+    _, sv, _ = _equilibrated_svd(r)
+    return float(sv[0] / sv[-1]) if sv[-1] > 0 else float("inf")
+
+
+def pseudo_inverse(r: np.ndarray, n_points: int) -> tuple[np.ndarray, list[int], float]:
+    """:math:`(R^T R)^+` with SciPy's singular-value cut-off, the undetermined parameters,
+    and the equilibrated condition number (see module docstring)."""
+    r = np.asarray(r, dtype=np.float64)
+    p = r.shape[1]
+    if not np.all(np.isfinite(r)):
+        return np.full((p, p), np.nan), list(range(p)), float("inf")
+    s, sv, vt = _equilibrated_svd(r)
+    keep = sv > EPS * max(n_points, p) * sv[0] if sv[0] > 0 else np.zeros(p, bool)
+    vk = vt[keep]
+    binv = (vk.T / sv[keep] ** 2) @ vk
+    dropped = vt[~keep]
+    undetermined = sorted({int(j) for row in dropped for j in np.flatnonzero(np.abs(row) > NULL_WEIGHT)})
+    cond = float(sv[0] / sv[-1]) if sv[-1] > 0 else float("inf")
+    return binv * s[:, None] * s[None, :], undetermined, cond
+
+
+def covariance(r: np.ndarray, cost: float, n_points: int, absolute_sigma: bool) -> Covariance:
+    """``pcov`` as ``curve_fit`` builds it, with inf for undetermined parameters."""
+    p = np.asarray(r).shape[1]
+    pcov, undetermined, cond = pseudo_inverse(r, n_points)
     if np.isnan(pcov).any():
-        return np.full((p, p), np.inf)
+        return Covariance(np.full((p, p), np.inf), list(range(p)), cond)
     if not absolute_sigma:
         if n_points > p:
             pcov = pcov * (2.0 * cost / (n_points - p))
         else:
-            pcov = np.full((p, p), np.inf)
-    return pcov
+            return Covariance(np.full((p, p), np.inf), undetermined, cond)
+    if undetermined:
+        pcov = pcov.copy()
+        pcov[undetermined, :] = np.inf
+        pcov[:, undetermined] = np.inf
+    return Covariance(pcov, undetermined, cond)

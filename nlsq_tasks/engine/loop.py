@@ -37,9 +37,9 @@ from jax import lax
 
 from .progress import ProgressEvent
 from .normal_eqs import NormalEquations, centered_sum_squares, zero_normal_eqs
-from .passes import Layout, NormalEquationsPass, in_graph_executor
+from .passes import Layout, LeastSquaresFactorPass, NormalEquationsPass, in_graph_executor
 from .passes import bucket_size as bucket_size  # noqa: F401  (re-exported: the loop's size buckets)
-from .trust_region import RUNNING, TRSettings, TRState, tr_init, tr_propose, tr_update
+from .trust_region import RUNNING, TRSettings, TRState, continue_state, tr_init, tr_propose, tr_update
 
 _CACHE_SIZE = 64
 # The p x p trust-region logic is many tiny kernels; LLVM's expensive passes buy nothing
@@ -53,55 +53,96 @@ class LoopOutput(NamedTuple):
 
 
 def solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, settings: TRSettings,
-          progress_token=None) -> LoopOutput:
-    """The whole fit from ``p0``, as a pure function of arrays (jit it with ``fn``, ``loss``
-    and ``tile`` static; it can be ``jax.vmap``-ed over ``p0``, as
+          progress_token=None, mode: str = "auto") -> LoopOutput:
+    """The whole fit from ``p0``, as a pure function of arrays (jit it with ``fn``, ``loss``,
+    ``tile`` and ``mode`` static; it can be ``jax.vmap``-ed over ``p0``, as
     :func:`~.strategies.solve_batch` does).
 
     ``x, y, sigma`` are laid out as a strategy lays them out (the first ``n_valid`` points
     are real, the rest padding); :func:`run_loop` compiles, caches and times it.
 
+    ``mode``: ``"auto"`` iterates on the normal equations (the fast pass) while they are
+    well conditioned, and, if a pass finds them too ill-conditioned (``state.gram_ill``),
+    continues the same iteration with the TSQR factor of J from there on (both loops are
+    in the one compiled program; the second does nothing for a well-conditioned fit).
+    ``"qr"`` uses TSQR throughout; ``"gram"`` stops where ``"auto"`` would switch (status
+    still RUNNING, ``gram_ill`` set), for :func:`solve_from` to continue: :func:`run_loop`
+    does that, so that a well-conditioned fit never compiles the TSQR loop.
+
     With a ``progress_token`` (an int32 scalar), every iteration sends (nit, nfev, cost) to
     the host through ``jax.debug.callback``, where :func:`_emit` hands it to the progress
     callback registered under that token. Without one, the compiled program has no callback.
     """
-    evaluate = in_graph_executor(NormalEquationsPass(fn, loss), Layout(x, y, sigma, n_valid, tile), f_scale)
-    state = drive(evaluate, p0, lower, upper, settings, progress_token)
+    layout = Layout(x, y, sigma, n_valid, tile)
+    gram = in_graph_executor(NormalEquationsPass(fn, loss), layout, f_scale)
+    qr = in_graph_executor(LeastSquaresFactorPass(fn, loss), layout, f_scale)
+    if mode == "qr":
+        state = drive(qr, p0, lower, upper, settings, progress_token)
+    else:
+        state = drive(gram, p0, lower, upper, settings, progress_token, stop_when_ill=True)
+        if mode != "gram":
+            state = drive(qr, state.p, lower, upper, settings, progress_token, start=state)
     count = jnp.maximum(state.neq.count, 1.0)
     sst = centered_sum_squares(y, n_valid, state.neq.sum_y / count)
     return LoopOutput(state, sst)
 
 
-def drive(evaluate, p0, lower, upper, settings: TRSettings, progress_token=None) -> TRState:
+def solve_from(fn, loss, tile, start: TRState, lower, upper, x, y, sigma, n_valid, f_scale, settings: TRSettings,
+               progress_token=None) -> LoopOutput:
+    """Continue ``start`` (a ``solve(mode="gram")`` state that stopped on ill-conditioned
+    normal equations) with the TSQR pass: the second half of ``mode="auto"``."""
+    qr = in_graph_executor(LeastSquaresFactorPass(fn, loss), Layout(x, y, sigma, n_valid, tile), f_scale)
+    state = drive(qr, start.p, lower, upper, settings, progress_token, start=start)
+    count = jnp.maximum(state.neq.count, 1.0)
+    sst = centered_sum_squares(y, n_valid, state.neq.sum_y / count)
+    return LoopOutput(state, sst)
+
+
+def drive(evaluate, p0, lower, upper, settings: TRSettings, progress_token=None, *,
+          stop_when_ill: bool = False, start: TRState | None = None) -> TRState:
     """The trust-region loop as one ``lax.while_loop`` over an in-graph pass executor.
 
-    ``evaluate(params (p,)) -> NormalEquations`` is traceable (see :mod:`.passes`): the
-    in-memory tiled pass, or a sharded one. Returns the final state (``status`` set).
+    ``evaluate(params (p,))`` is traceable (see :mod:`.passes`) and returns
+    :class:`~.normal_eqs.NormalEquations` or a :class:`~.normal_eqs.LeastSquaresFactor`:
+    the in-memory tiled pass, or a sharded one. Returns the final state (``status`` set).
+    ``stop_when_ill``: also stop (status still RUNNING) when a pass reports ill-conditioned
+    normal equations. ``start``: continue that state (its ``p`` is re-evaluated first),
+    if it is still RUNNING; otherwise it is returned as is.
     """
     # The first pass (at p0) runs inside the loop too, so the data pass appears once in the
     # compiled program (it dominates compile time): iteration 0 evaluates p0 and calls
     # tr_init, later ones evaluate the proposal and call tr_update.
-    placeholder = tr_init(p0, zero_normal_eqs(p0.shape[0]), lower, upper, settings)
-    placeholder = placeholder._replace(status=jnp.asarray(RUNNING, jnp.int32))
+    if start is None:
+        placeholder = tr_init(p0, zero_normal_eqs(p0.shape[0]), lower, upper, settings)
+        placeholder = placeholder._replace(status=jnp.asarray(RUNNING, jnp.int32))
+        first = None
+    else:
+        placeholder = start._replace(gram_ill=jnp.asarray(False))
+        first = lambda neq: continue_state(tr_init(p0, neq, lower, upper, settings), start)  # noqa: E731
     state, _ = drive_from(evaluate, (placeholder, jnp.asarray(False)), p0, lower, upper, settings,
-                          progress_token=progress_token)
+                          progress_token=progress_token, stop_when_ill=stop_when_ill, first=first)
     return state
 
 
-def drive_from(evaluate, carry, p0, lower, upper, settings: TRSettings, stop_nfev=None, progress_token=None):
+def drive_from(evaluate, carry, p0, lower, upper, settings: TRSettings, stop_nfev=None, progress_token=None, *,
+               stop_when_ill: bool = False, first=None):
     """:func:`drive` from a loop ``carry = (state, started)``, until the fit stops or, when
     ``stop_nfev`` (a run-time value) is given, ``nfev`` reaches it; returns the carry.
 
     Resumable segments (checkpointed sharded runs) call this with the carry they saved:
-    the iterates are exactly those of one uninterrupted loop.
+    the iterates are exactly those of one uninterrupted loop. ``first(neq)`` makes the
+    state from the first pass (default ``tr_init`` at ``p0``); ``stop_when_ill``: see :func:`drive`.
     """
+    if first is None:
+        first = lambda neq: tr_init(p0, neq, lower, upper, settings)  # noqa: E731
     hard_cap = settings.max_nfev + 1  # belt and braces: tr_update stops at max_nfev
     if stop_nfev is not None:
         hard_cap = jnp.minimum(hard_cap, stop_nfev)
 
     def cond(carry):
         s, _ = carry
-        return (s.status == RUNNING) & (s.nfev < hard_cap)
+        go = (s.status == RUNNING) & (s.nfev < hard_cap)
+        return (go & ~s.gram_ill) if stop_when_ill else go
 
     def body(carry):
         s, started = carry
@@ -110,7 +151,7 @@ def drive_from(evaluate, carry, p0, lower, upper, settings: TRSettings, stop_nfe
         s = lax.cond(
             started,
             lambda: tr_update(s, prop, neq, lower, upper, settings),
-            lambda: tr_init(p0, neq, lower, upper, settings),
+            lambda: first(neq),
         )
         if progress_token is not None:
             jax.debug.callback(_emit, progress_token, s.nit, s.nfev, s.neq.cost)
@@ -145,12 +186,17 @@ class _Compiled:
         self.unpack = unpack
 
 
-def _solve_packed(*args):
-    """:func:`solve` with its output as one float64 vector: fetching ~20 small arrays one by
-    one costs more (~130 us, measured) than the whole loop of a 100-point fit; one array is
-    one copy. Integers and flags are exact in float64 (counts < 2**53)."""
-    out = solve(*args)
-    return jnp.concatenate([jnp.ravel(a).astype(jnp.float64) for a in jax.tree_util.tree_leaves(out)])
+def _packing(function):
+    """``function`` (:func:`solve`, :func:`solve_from`) with its output as one float64 vector:
+    fetching ~20 small arrays one by one costs more (~130 us, measured) than the whole loop
+    of a 100-point fit; one array is one copy. Integers and flags are exact in float64
+    (counts < 2**53)."""
+
+    def packed(*args):
+        out = function(*args)
+        return jnp.concatenate([jnp.ravel(a).astype(jnp.float64) for a in jax.tree_util.tree_leaves(out)])
+
+    return packed
 
 
 def _unpacker(shapes):
@@ -205,28 +251,38 @@ def run_loop(fn, loss: str, tile: int, p0, lower, upper, x, y, sigma, n_valid: i
         fn, loss, int(tile), settings.x_scale is None,
         tuple(_signature(a) for a in args[:6]), progress is not None,
     )  # fmt: skip
+    gram = functools.partial(solve, mode="gram")
+    t0 = time.perf_counter()
+    timings = {"compile_s": 0.0, "compile_cpu_s": 0.0}
+    try:
+        out = _call(("gram",) + key, gram, fn, loss, tile, args, timings)
+        if int(out.state.status) == RUNNING and bool(out.state.gram_ill):
+            # the normal equations lost too many digits: continue on the factor of J (TSQR)
+            out = _call(("qr",) + key, solve_from, fn, loss, tile, (out.state,) + args[1:], timings)
+    finally:
+        if token is not None:
+            _reporters.pop(token, None)
+    timings["run_s"] = time.perf_counter() - t0 - timings["compile_s"]
+    return out, timings
+
+
+def _call(key, function, fn, loss, tile, args, timings):
+    """Run ``function`` compiled for these argument shapes (cached), adding compile times."""
     with _lock:
         entry = _cache.get(key)
         if entry is not None:
             _cache.move_to_end(key)
-    compile_s = compile_cpu_s = 0.0
     if entry is None:
         t0, c0 = time.perf_counter(), time.process_time()
-        jitted = jax.jit(_solve_packed, static_argnums=(0, 1, 2))
+        jitted = jax.jit(_packing(function), static_argnums=(0, 1, 2))
         executable = jitted.lower(fn, loss, int(tile), *args).compile(compiler_options=_COMPILER_OPTIONS)
-        compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-        shapes = jax.eval_shape(functools.partial(solve, fn, loss, int(tile)), *args)
-        entry = _Compiled(executable, compile_s, compile_cpu_s, _unpacker(shapes))
+        shapes = jax.eval_shape(functools.partial(function, fn, loss, int(tile)), *args)
+        entry = _Compiled(executable, time.perf_counter() - t0, time.process_time() - c0, _unpacker(shapes))
+        timings["compile_s"] += entry.compile_s
+        timings["compile_cpu_s"] += entry.compile_cpu_s
         with _lock:
             _cache[key] = entry
             while len(_cache) > _CACHE_SIZE:
                 _cache.popitem(last=False)
-    t0 = time.perf_counter()
-    try:
-        out = entry.unpack(jax.device_get(entry.executable(*args)))
-    finally:
-        if token is not None:
-            _reporters.pop(token, None)
-    run_s = time.perf_counter() - t0
-    return out, {"compile_s": compile_s, "compile_cpu_s": compile_cpu_s, "run_s": run_s}
+    return entry.unpack(jax.device_get(entry.executable(*args)))  # one vector to host, then split
 

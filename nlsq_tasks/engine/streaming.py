@@ -177,12 +177,12 @@ def run_streaming(
             checkpoint.save(run.to_state(), fingerprint=fp)
 
     m = n_chunks(source)
-    executor = core.executor(executor)
     for _ in range(max_passes + 1):  # bounded: the +1 is pass 0 (evaluating the start point)
         if run.done:
             break
         since = 0
-        for part in executor.partials(run.trials, run.cursor, y_moments=run.needs_y_moments):
+        passes = core.executor(executor, run.mode)
+        for part in passes.partials(run.trials, run.cursor, y_moments=run.needs_y_moments):
             run.add_partial(part)
             since += 1
             if progress is not None:

@@ -26,9 +26,10 @@ Scaled gradient: :math:`g_j = |(J^T r)_j| / (\\lVert J_{:,j}\\rVert\\,\\lVert r 
 the cosine between the residual and each Jacobian column (MINPACK's orthogonality test),
 which is 0 at an exact minimum whatever the units.
 
-Condition number: of the column-equilibrated :math:`D^{-1} J^T J D^{-1}`,
-:math:`D = \\sqrt{\\operatorname{diag} J^T J}`, so it measures parameter degeneracy rather
-than units.
+Condition number: of the column-equilibrated Jacobian :math:`J D^{-1}`
+(:math:`D` = column norms), from its TSQR factor, so it measures parameter degeneracy
+rather than units, without squaring (the fit itself switches to TSQR steps above
+:math:`\\sim 10^5`; above ``COND_MAX`` the check fails).
 
 Re-fits: the standard (in memory) or streaming (source) solver is restarted from
 ``n_perturb`` perturbed copies of ``popt`` (each parameter moved by 3 standard errors,
@@ -50,13 +51,14 @@ import jax
 import numpy as np
 
 from ..limits import DEFAULT_CHUNK_SIZE
+from .covariance import condition_number
 from .passes import ResidualStatsPass, SourceExecutor, evaluate
 from .result import FitResult
 from .sources import ArrayChunkSource, ChunkSource
 
 RUNS_Z_MAX = 4.0  # |z| above this: residuals are not random (p ~ 6e-5 two-sided)
 AUTOCORR_Z_MAX = 4.0  # |rho_1| * sqrt(n) above this
-COND_MAX = 1e10
+COND_MAX = 1e5  # of J (the check used 1e10 on J^T J, the same bound squared)
 REDCHI_Z_MAX = 5.0  # |redchi - 1| / sqrt(2/dof) above this, when sigma is absolute
 COST_RTOL = 1e-6
 PARAM_PERR_TOL = 0.05
@@ -136,7 +138,7 @@ def residual_pass(fn: Callable, source: ChunkSource, popt: np.ndarray, executor:
     reduction = ResidualStatsPass(fn)
     acc = evaluate((SourceExecutor if executor is None else executor)(reduction, source), p[None, :])
     s = jax.tree_util.tree_map(lambda a: np.asarray(a)[0], acc)
-    return {"JtJ": s.JtJ, "Jtr": s.Jtr, "chi2": float(s.chi2), "ssr": float(s.ssr), "n": int(s.n),
+    return {"R": s.R, "JtJ": s.R.T @ s.R, "Jtr": s.Jtr, "chi2": float(s.chi2), "ssr": float(s.ssr), "n": int(s.n),
             "n_pos": int(s.n_pos), "n_neg": int(s.n_neg), "runs": int(s.runs), "lag1": float(s.lag1),
             "sum_r2": float(s.chi2)}
 
@@ -198,8 +200,8 @@ def validate_fit(
 
     sums = residual_pass(fn, src, popt, executor if source is not None else None)
     n, P = sums["n"], popt.size
-    JtJ, Jtr = sums["JtJ"], sums["Jtr"]
-    col = np.sqrt(np.maximum(np.diag(JtJ), 0.0))
+    R, Jtr = sums["R"], sums["Jtr"]
+    col = np.sqrt(np.sum(R * R, axis=0))  # column norms of J
     rnorm = math.sqrt(max(sums["chi2"], 0.0))
     with np.errstate(divide="ignore", invalid="ignore"):
         g_scaled = np.abs(Jtr) / (col * rnorm)
@@ -212,18 +214,11 @@ def validate_fit(
                         "max cosine between residual and a free parameter's Jacobian column"
                         + ("" if g_free <= g_tol else f" (max at '{result.param_names[int(np.argmax(np.where(free, g_scaled, -1)))]}')")))
 
-    # conditioning
-    with np.errstate(divide="ignore", invalid="ignore"):
-        D = np.where(col > 0, 1.0 / col, 0.0)
-        eq = JtJ * np.outer(D, D)
-    if np.any(col == 0):
-        cond = math.inf
-    else:
-        sv = np.linalg.svd(eq, compute_uv=False)
-        cond = float(sv[0] / sv[-1]) if sv[-1] > 0 else math.inf
+    # conditioning, from the TSQR factor of J (its own condition number, not the square)
+    cond = condition_number(R)
     dead = [nm for nm, c in zip(result.param_names, col) if c == 0]
     checks.append(Check("condition", cond <= COND_MAX, cond, COND_MAX,
-                        "condition number of the column-equilibrated J^T J"
+                        "condition number of the column-equilibrated Jacobian"
                         + (f"; the data does not depend on {dead}" if dead else "")))
 
     at = [nm for nm, a in zip(result.param_names, result.active_bounds) if a]
@@ -231,8 +226,12 @@ def validate_fit(
                         "no parameter at a bound" if not at else f"parameters at a bound: {at}"))
 
     finite = bool(np.all(np.isfinite(result.pcov)))
+    with np.errstate(invalid="ignore"):
+        bad = [nm for nm, v in zip(result.param_names, np.diag(result.pcov)) if not np.isfinite(v)]
     checks.append(Check("finite_pcov", finite, finite, True,
-                        "covariance is finite" if finite else "covariance has inf/nan (undetermined parameters)"))
+                        "covariance is finite" if finite else
+                        f"covariance has inf/nan: the data do not determine {bad}" if bad else
+                        "covariance has inf/nan off the diagonal"))
 
     dof = max(n - P, 1)
     redchi = sums["chi2"] / dof

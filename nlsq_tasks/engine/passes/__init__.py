@@ -56,6 +56,7 @@ from .in_memory import (
     tiled_pass,
 )
 from .reductions import (
+    LeastSquaresFactorPass,
     NormalEquationsPass,
     Reduction,
     ResidualStats,
@@ -67,6 +68,6 @@ from .reductions import (
 __all__ = [
     "TILE", "ChunkPartial", "HostExecutor", "SourceExecutor", "evaluate", "merge_moments", "pad_chunk",
     "stacked_combine_jit", "zeros", "STANDARD_TILE", "Layout", "bucket_size", "in_graph_executor", "lay_out",
-    "lay_out_chunked", "lay_out_standard", "standard_layout", "tiled_pass", "NormalEquationsPass", "Reduction",
+    "lay_out_chunked", "lay_out_standard", "standard_layout", "tiled_pass", "LeastSquaresFactorPass", "NormalEquationsPass", "Reduction",
     "ResidualStats", "ResidualStatsPass", "fold", "stacked_combine",
 ]

@@ -10,11 +10,13 @@ A :class:`Reduction` is a monoid over chunks of data at given parameters:
   in chunk order, which is what makes results independent of who evaluated the chunks.
 
 Reductions are frozen dataclasses (hashable: they are static arguments of compiled
-passes). Two are defined here:
+passes). Three are defined here:
 
 - :class:`NormalEquationsPass`: cost, :math:`J^T W J`, gradient and fit statistics
-  (:mod:`..normal_eqs`) -- what the trust-region driver asks for;
-- :class:`ResidualStatsPass`: the validation pass's sums (unweighted-loss :math:`J^T J`,
+  (:mod:`..normal_eqs`) -- what the trust-region driver asks for while J is well conditioned;
+- :class:`LeastSquaresFactorPass`: the same with the triangular factor of J by TSQR instead
+  of :math:`J^T W J` -- what it asks for once the normal equations are too ill-conditioned;
+- :class:`ResidualStatsPass`: the validation pass's sums (the TSQR factor of the loss-free J,
   :math:`J^T r`, :math:`\\chi^2`) plus order statistics of the residual signs (runs,
   lag-1 products). Those are not plain sums: chunks are glued at their boundary by
   ``combine`` (first/last sign and residual of each side), which is why the contract
@@ -75,7 +77,7 @@ class ResidualStats(NamedTuple):
     """Sums of the validation pass. Residuals here are :math:`r = (y - f)/\\sigma` (data
     minus model, the sign users read plots with)."""
 
-    JtJ: jnp.ndarray
+    R: jnp.ndarray  # triangular factor of J (TSQR): R^T R = J^T J, J's own conditioning
     Jtr: jnp.ndarray
     chi2: jnp.ndarray
     ssr: jnp.ndarray
@@ -104,7 +106,7 @@ class ResidualStatsPass:
         both = (a.n > 0) & (b.n > 0)
         seam = (a.last_sign != 0) & (a.last_sign == b.first_sign)  # one run continues across the seam
         return ResidualStats(
-            a.JtJ + b.JtJ, a.Jtr + b.Jtr, a.chi2 + b.chi2, a.ssr + b.ssr, a.n + b.n,
+            _ne.householder_r(jnp.concatenate([a.R, b.R])), a.Jtr + b.Jtr, a.chi2 + b.chi2, a.ssr + b.ssr, a.n + b.n,
             a.n_pos + b.n_pos, a.n_neg + b.n_neg,
             a.runs + b.runs - jnp.where(seam, 1.0, 0.0),
             a.lag1 + b.lag1 + jnp.where(both, a.last_r * b.first_r, 0.0),
@@ -132,7 +134,7 @@ class ResidualStatsPass:
         last_real = m - 1 - jnp.argmax(mask[::-1])
         pairs = mask[:-1] & mask[1:]
         return ResidualStats(
-            JtJ=jt @ jt.T,
+            R=_ne.householder_r(jt.T),
             Jtr=jt @ r,
             chi2=jnp.sum(r * r),
             ssr=jnp.sum(d * d),
@@ -146,3 +148,22 @@ class ResidualStatsPass:
             first_r=r[first_real],
             last_r=r[last_real],
         )
+
+
+@dataclass(frozen=True)
+class LeastSquaresFactorPass:
+    """The triangular factor of J by TSQR (:class:`~..normal_eqs.LeastSquaresFactor`): each
+    block's ``[J | r]`` is reduced by QR and ``combine`` takes the QR of two stacked factors,
+    so the trust-region step sees the condition number of J, not its square."""
+
+    fn: Callable
+    loss: str = "linear"
+
+    def zero(self, n_params: int):
+        return _ne.zero_factor(n_params)
+
+    def combine(self, a, b):
+        return _ne.combine_factors(a, b)
+
+    def partial(self, params, x, y, sigma, mask, f_scale):
+        return _ne.chunk_factor(self.fn, self.loss, f_scale, params, x, y, sigma, mask)
