@@ -217,12 +217,12 @@ def fit_global(
     state, sst = jax.device_get(solver(theta0, lower, upper, stack.x, stack.y, stack.sigma,
                                        stack.n_valid, np.float64(options.f_scale), settings))
     run_s = time.perf_counter() - t1
-    neq = NormalEquations(*(np.asarray(a) for a in state.neq))
+    neq = jax.tree_util.tree_map(np.asarray, state.neq)  # the loop's factor of J (engine.normal_eqs)
     status = FitStatus(int(state.status))
     if status == FitStatus.RUNNING:
         status = FitStatus.MAX_NFEV
-    pcov = covariance(neq.JtJ, float(neq.cost), total_points, bool(absolute_sigma))
-    if status == FitStatus.NONFINITE and not np.all(np.isfinite(neq.JtJ)):
+    pcov = covariance(neq.R, float(neq.cost), total_points, bool(absolute_sigma)).pcov
+    if status == FitStatus.NONFINITE and not np.all(np.isfinite(neq.R)):
         pcov = np.full((n_total, n_total), np.inf)
     pnames = list(shared) + [f"{n}[{i}]" for i in range(k) for n in local]
     return GlobalFitResult(

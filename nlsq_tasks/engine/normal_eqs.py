@@ -184,8 +184,8 @@ class LeastSquaresFactor(NamedTuple):
     count: jnp.ndarray
 
     @property
-    def JtJ(self):  # the Gram matrix, for consumers that want it (formed only on request)
-        return self.R.T @ self.R
+    def JtJ(self):  # the Gram matrix, for consumers that want it (formed only on request; batched too)
+        return self.R.swapaxes(-1, -2) @ self.R
 
     @property
     def Jtr(self):

@@ -417,6 +417,9 @@ def tr_update(state: TRState, prop: Proposal, neq_trial, lower, upper, options) 
     )
     step_norm = _norm(prop.step)
     ftol_ok = (ared < st.ftol * state.neq.cost) & (ratio > 0.25)
+    # polishing: the first step that gains less than POLISH_TOL (or fails) ends it, so the
+    # polish never wanders at roundoff level (results stay reproducible across executors)
+    ftol_ok = ftol_ok | (polishing & finite & (ared < POLISH_TOL * state.neq.cost))
     xtol_ok = step_norm < st.xtol * (st.xtol + _norm(state.p))
     code = jnp.where(
         ftol_ok & xtol_ok,
