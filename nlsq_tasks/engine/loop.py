@@ -196,6 +196,9 @@ def _packing(function):
         out = function(*args)
         return jnp.concatenate([jnp.ravel(a).astype(jnp.float64) for a in jax.tree_util.tree_leaves(out)])
 
+    # the persistent compilation cache names its entries after this function: keep them
+    # recognisable as the solver's ("jit__solve_packed_<variant>")
+    packed.__name__ = "_solve_packed_" + getattr(function, "__name__", "solve").lstrip("_")
     return packed
 
 
