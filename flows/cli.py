@@ -138,15 +138,16 @@ EXIT_BAD_REQUEST = 2  # the request was refused before anything ran (nothing was
 EXIT_WARNED = 3  # on_failed_fit='warn': the fit did not succeed and the run completed with a warning
 
 
-def _run_and_print(request, as_json: bool) -> int:
+def run_flow_locally(flow, request, label: str):
+    """Run ``flow(request)`` on the CLI's temporary server; ``(state, wall seconds)``.
+    A state that did not complete is reported on stderr (``state.is_completed()`` tells)."""
     from prefect import tags
 
     from .cli_server import cli_tag, temporary_server
-    from .fit_flow import fit_flow
 
     t0 = time.perf_counter()
     with _local_settings(), temporary_server(), tags(cli_tag()):
-        state = fit_flow(request, return_state=True)
+        state = flow(request, return_state=True)
     wall = time.perf_counter() - t0
     if not state.is_completed():
         try:
@@ -154,7 +155,15 @@ def _run_and_print(request, as_json: bool) -> int:
             message = state.message
         except BaseException as exc:
             message = f"{type(exc).__name__}: {exc}"
-        print(f"fit flow {state.name}: {message}", file=sys.stderr)
+        print(f"{label} {state.name}: {message}", file=sys.stderr)
+    return state, wall
+
+
+def _run_and_print(request, as_json: bool) -> int:
+    from .fit_flow import fit_flow
+
+    state, wall = run_flow_locally(fit_flow, request, "fit flow")
+    if not state.is_completed():
         return EXIT_FAILED
     out = state.result()
     code = EXIT_WARNED if out.get("fit_failed") else EXIT_OK

@@ -81,8 +81,7 @@ def cmd_batch(args) -> int:
 
     from prefect import tags
 
-    from .cli import _cli_policy_roots, _local_settings, _quiet_prefect_defaults, describe_invalid
-    from .cli_server import cli_tag, temporary_server
+    from .cli import _cli_policy_roots, _quiet_prefect_defaults, describe_invalid
 
     try:
         request = build_request(args)
@@ -95,17 +94,10 @@ def cmd_batch(args) -> int:
     _quiet_prefect_defaults()
     from .batch_flow import batch_fit_flow
 
-    t0 = time.perf_counter()
-    with _local_settings(), temporary_server(), tags(cli_tag()):
-        state = batch_fit_flow(request, return_state=True)
-    wall = time.perf_counter() - t0
+    from .cli import run_flow_locally
+
+    state, wall = run_flow_locally(batch_fit_flow, request, "batch flow")
     if not state.is_completed():
-        try:
-            state.result()
-            message = state.message
-        except BaseException as exc:
-            message = f"{type(exc).__name__}: {exc}"
-        print(f"batch flow {state.name}: {message}", file=sys.stderr)
         return 1
     out = state.result()
     if args.json:
