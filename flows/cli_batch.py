@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 
 PARTIAL_FAILURE_EXIT = 3
 
@@ -79,7 +78,6 @@ def build_request(args):
 def cmd_batch(args) -> int:
     import types
 
-    from prefect import tags
 
     from .cli import _cli_policy_roots, _quiet_prefect_defaults, describe_invalid
 
