@@ -280,7 +280,9 @@ def _store(result, settings: FitSettings, paths: dict, checked: dict, plan: dict
     result.timings["task_total"] = time.perf_counter() - t0
     opts = settings.storage.resolved_options()
     # The request as it ran, credentials redacted, so a result directory explains itself.
-    record = {"settings": R.redact(settings.model_dump(mode="json")), "plan": plan, "preset": checked["preset"]}
+    # The plan as the run showed it, with how the data were scanned for NaN/inf.
+    shown_plan = {**plan, "data_scan": data_scan_note(plan["strategy"])}
+    record = {"settings": R.redact(settings.model_dump(mode="json")), "plan": shown_plan, "preset": checked["preset"]}
     extra = {R.REQUEST_FILE: json.dumps(json_safe(record), indent=2).encode()}
     try:  # the run's claim record, so that the manifest lists every file of the directory
         extra[RUN_RECORD] = read_bytes(R.join(paths["run_dir"], RUN_RECORD), opts)
