@@ -22,6 +22,10 @@ PARTIAL_FAILURE_EXIT = 3
 
 
 def add_parser(sub) -> None:
+    from nlsq_tasks.workflow import OptimizationGoal
+
+    from .request import DataFormat
+
     b = sub.add_parser("batch", help="fit one model to many data sets (a glob of files or one .npz stack)")
     src = b.add_mutually_exclusive_group(required=True)
     src.add_argument("--data", help="a glob of data files (local, s3://...), e.g. 'runs/*.npz'")
@@ -32,13 +36,13 @@ def add_parser(sub) -> None:
     b.add_argument("--lower", type=float, nargs="+")
     b.add_argument("--upper", type=float, nargs="+")
     b.add_argument("--storage", help="where the table goes: <storage>/runs/<run name>/ (default ./nlsq_results)")
-    b.add_argument("--goal", choices=["fast", "robust", "global", "memory_efficient", "quality"])
+    b.add_argument("--goal", choices=[g.name.lower() for g in OptimizationGoal])
     b.add_argument("--batch-size", type=int, dest="batch_size", help="data sets per batch task (default: ~100 tasks)")
     b.add_argument("--max-concurrency", type=int, default=2, dest="max_concurrency", help="batches at once (default 2)")
     b.add_argument("--shared", nargs="+", help="parameters shared by every data set: one global fit instead")
     b.add_argument("--max-nfev", type=int, dest="max_nfev")
     b.add_argument("--tolerance", type=float)
-    b.add_argument("--format", default="auto", choices=["auto", "npy", "npz", "csv", "parquet"])
+    b.add_argument("--format", default="auto", choices=[f.value for f in DataFormat])
     b.add_argument("--x", help="x column/key")
     b.add_argument("--y", help="y column/key")
     b.add_argument("--sigma", help="sigma column/key")

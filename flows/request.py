@@ -44,7 +44,7 @@ from typing import Any, Optional, Union
 from prefect.types import SecretDict
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator, model_validator
 
-from nlsq_tasks.engine.options import LOSSES
+from nlsq_tasks.engine.loss import describe_losses
 from nlsq_tasks.io import format_names
 from nlsq_tasks.limits import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
 from nlsq_tasks.workflow import OptimizationGoal, Strategy
@@ -105,7 +105,7 @@ Goal = _str_enum(
     [PRESET_DEFAULT] + [g.name.lower() for g in OptimizationGoal],
     "What the fit should favour; `preset`: the preset's own goal.",
 )
-Loss = _str_enum("Loss", [PRESET_DEFAULT] + list(LOSSES), "Robust loss applied to the weighted residuals.")
+Loss = _str_enum("Loss", [PRESET_DEFAULT, *describe_losses()], "Robust loss applied to the weighted residuals.")
 StrategyChoice = _str_enum(
     "StrategyChoice",
     ["auto"] + [s.value for s in Strategy],
@@ -463,8 +463,8 @@ class AdvancedSettings(BaseModel):
                             description="Chunked and streaming fits: at least 1000. 0: the plan's size.")
     devices: int = Field(0, ge=0, le=4096, title="Most devices",
                          description="At most this many devices (GPUs) for one fit. 0: all of them.")
-    loss: Loss = Field(Loss.PRESET, title="Loss", description="Robust loss on the weighted residuals; `linear` is "
-                       "ordinary least squares.")
+    loss: Loss = Field(Loss.PRESET, title="Loss", description="Robust loss on the weighted residuals: "
+                       + "; ".join(f"`{name}`: `{summary}`" for name, summary in describe_losses().items()) + ".")
     f_scale: float = Field(0.0, ge=0, title="Loss scale",
                            description=f"Soft margin between inlier and outlier residuals (robust losses). {_ZERO}")
     validate_fit: bool = Field(False, title="Always validate",

@@ -20,7 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .engine.options import LOSSES
+from .engine.loss import loss_names
 
 # How many points the model is evaluated on to check its output before the real fit:
 # enough to catch shape and traceability errors, small enough to cost nothing.
@@ -363,7 +363,7 @@ def check_positive_int(name: str, value: Any, *, minimum: int = 1, allow_none: b
 
 
 def check_loss(loss: Any) -> str:
-    return one_of("loss", loss, LOSSES)
+    return one_of("loss", loss, loss_names())
 
 
 def check_f_scale(value: Any) -> float:

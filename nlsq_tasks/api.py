@@ -123,7 +123,8 @@ def fit(
         strategy : force a registered strategy (``nlsq_tasks.strategies.strategy_names()``:
             'standard', 'chunked', 'streaming').
         chunk_size : points per chunk for the chunked and streaming strategies (1e3..1e6).
-        loss : 'linear', 'soft_l1', 'huber', 'cauchy' or 'arctan'; f_scale : the loss's scale.
+        loss : a registered loss (``nlsq_tasks.engine.loss.loss_names()``; default 'linear');
+            f_scale : the loss's scale.
         max_nfev : bound on function evaluations (None: 100 x n_params).
         ftol, xtol, gtol : convergence tolerances (explicit > preset > adaptive to n).
         n_starts, seed : multi-start (Sobol or LHS starts, p0 first).

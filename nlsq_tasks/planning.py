@@ -208,9 +208,9 @@ def _known(cls, d: dict, what: str) -> dict:
 
 
 def _losses():
-    from .engine.options import LOSSES
+    from .engine.loss import loss_names
 
-    return LOSSES
+    return loss_names()
 
 
 # -- the planner ----------------------------------------------------------------------------

@@ -19,17 +19,89 @@ epsilon (SciPy's ``scale_for_robust_loss_function``). We therefore return, per p
 
 Every branch is selected with ``jnp.where`` on safe inputs: nothing that may be inf is
 ever multiplied by a mask.
+
+This module is the one definition of the losses: each is a ``rho`` function registered
+below with ``@_loss(name, summary)``. The name list (:func:`loss_names`), the front door's and
+the plan's checks, the presets' allowed values and the flow request's ``Loss`` drop-down
+all derive from this table, so a new loss is one decorated function here and nothing
+else (``tests/test_architecture.py`` makes that edit and checks every consumer).
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax.numpy as jnp
 
-from .options import LOSSES
-
 EPS = float(jnp.finfo(jnp.float64).eps)
+
+
+class Loss(NamedTuple):
+    """A registered loss: ``rho(z) -> (rho, rho', rho'')`` for ``z >= 0`` (SciPy's definitions)."""
+
+    name: str
+    rho: Callable
+    summary: str
+
+
+_TABLE: dict[str, Loss] = {}
+
+
+def _loss(name: str, summary: str):
+    """Register the decorated ``rho`` under ``name`` (registration order is display order)."""
+
+    def register(rho_fn: Callable) -> Callable:
+        if name in _TABLE:
+            raise ValueError(f"loss {name!r} is defined twice")
+        _TABLE[name] = Loss(name, rho_fn, summary)
+        return rho_fn
+
+    return register
+
+
+@_loss("linear", "rho(z) = z: ordinary least squares")
+def _linear(z):
+    return z, jnp.ones_like(z), jnp.zeros_like(z)
+
+
+@_loss("soft_l1", "rho(z) = 2 (sqrt(1 + z) - 1): a smooth approximation of the l1 loss")
+def _soft_l1(z):
+    t = 1.0 + z
+    return 2.0 * (jnp.sqrt(t) - 1.0), t**-0.5, -0.5 * t**-1.5
+
+
+@_loss("huber", "rho(z) = z if z <= 1 else 2 sqrt(z) - 1: quadratic near zero, linear beyond")
+def _huber(z):
+    one, zero = jnp.ones_like(z), jnp.zeros_like(z)
+    inner = z <= 1.0
+    zs = jnp.where(inner, 1.0, z)  # keeps z**-0.5 finite in the unused branch
+    return (
+        jnp.where(inner, z, 2.0 * jnp.sqrt(zs) - 1.0),
+        jnp.where(inner, one, zs**-0.5),
+        jnp.where(inner, zero, -0.5 * zs**-1.5),
+    )
+
+
+@_loss("cauchy", "rho(z) = ln(1 + z): outliers weigh little")
+def _cauchy(z):
+    t = 1.0 + z
+    return jnp.log1p(z), 1.0 / t, -1.0 / t**2
+
+
+@_loss("arctan", "rho(z) = arctan(z): a cost bounded by pi/2 per point")
+def _arctan(z):
+    t = 1.0 + z**2
+    return jnp.arctan(z), 1.0 / t, -2.0 * z / t**2
+
+
+def loss_names() -> tuple[str, ...]:
+    """The registered losses' names, in registration order."""
+    return tuple(_TABLE)
+
+
+def describe_losses() -> dict[str, str]:
+    """``{name: summary}`` of every registered loss (for help texts and forms)."""
+    return {name: loss.summary for name, loss in _TABLE.items()}
 
 
 class LossTerms(NamedTuple):
@@ -39,33 +111,17 @@ class LossTerms(NamedTuple):
 
 
 def rho(loss: str, z):
-    """``(rho, rho', rho'')`` of ``z >= 0`` for a named loss (SciPy's definitions)."""
-    one, zero = jnp.ones_like(z), jnp.zeros_like(z)
-    if loss == "linear":
-        return z, one, zero
-    if loss == "soft_l1":
-        t = 1.0 + z
-        return 2.0 * (jnp.sqrt(t) - 1.0), t**-0.5, -0.5 * t**-1.5
-    if loss == "huber":
-        inner = z <= 1.0
-        zs = jnp.where(inner, 1.0, z)  # keeps z**-0.5 finite in the unused branch
-        return (
-            jnp.where(inner, z, 2.0 * jnp.sqrt(zs) - 1.0),
-            jnp.where(inner, one, zs**-0.5),
-            jnp.where(inner, zero, -0.5 * zs**-1.5),
-        )
-    if loss == "cauchy":
-        t = 1.0 + z
-        return jnp.log1p(z), 1.0 / t, -1.0 / t**2
-    if loss == "arctan":
-        t = 1.0 + z**2
-        return jnp.arctan(z), 1.0 / t, -2.0 * z / t**2
-    raise ValueError(f"loss={loss!r} is not one of {LOSSES}")
+    """``(rho, rho', rho'')`` of ``z >= 0`` for a registered loss (SciPy's definitions)."""
+    try:
+        entry = _TABLE[loss]
+    except KeyError:
+        raise ValueError(f"loss={loss!r} is not one of {loss_names()}") from None
+    return entry.rho(z)
 
 
 def loss_terms(loss: str, f_scale, r) -> LossTerms:
     """Per-point cost and Gauss-Newton weights of residuals ``r`` (see module docstring)."""
-    if loss == "linear":
+    if loss == "linear":  # no scaling round trip: bit-identical to plain least squares
         one = jnp.ones_like(r)
         return LossTerms(0.5 * r * r, one, one)
     c2 = f_scale * f_scale

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
 DEFAULT_MIN_NFEV = 2000
 
 
@@ -15,6 +14,7 @@ DEFAULT_MIN_NFEV = 2000
 class SolverOptions:
     """Everything the trust-region loop needs besides data, p0 and bounds.
 
+    ``loss`` is a name registered in :mod:`nlsq_tasks.engine.loss` (``loss_names()``).
     ``x_scale`` is ``"jac"`` (MINPACK-style running column norms of J) or a tuple of
     positive per-parameter scales. ``max_nfev`` bounds the loop; None means
     ``max(2000, 100 * n_params)``: SciPy's TRF allows ``100 * n_params``, which stops hard

@@ -23,7 +23,7 @@ from typing import Any, Literal, Optional
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator, model_validator
 
-from ..engine.options import LOSSES
+from ..engine.loss import loss_names
 from ..planning import SAMPLERS
 from ..strategies import strategy_names
 from .configs import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
@@ -91,7 +91,7 @@ with warnings.catch_warnings():
         checkpoint: CheckpointSettings = CheckpointSettings()
         validate: StrictBool = False  # noqa: A003 (the YAML key users write)
         max_nfev: Optional[StrictInt] = Field(None, ge=1)
-        loss: Literal[LOSSES] = "linear"  # type: ignore[valid-type]
+        loss: Literal[loss_names()] = "linear"  # type: ignore[valid-type]
         f_scale: float = Field(1.0, gt=0.0, allow_inf_nan=False)
         # At most this many devices for one fit's passes (None: every visible one).
         devices: Optional[StrictInt] = Field(None, ge=1)

@@ -24,7 +24,7 @@ import pytest
 from nlsq_tasks import fit
 from nlsq_tasks._validate import FitInputError
 from nlsq_tasks.engine.checkpoint import MemoryCheckpointSink
-from nlsq_tasks.engine.options import LOSSES
+from nlsq_tasks.engine.loss import loss_names
 from nlsq_tasks.engine.passes import ChunkPartial, SourceExecutor
 from nlsq_tasks.workflow import Strategy
 
@@ -112,7 +112,7 @@ class Sigma2DMixin:
 
 
 class LossMixin:
-    @pytest.mark.parametrize("loss", [name for name in LOSSES if name != "linear"])
+    @pytest.mark.parametrize("loss", [name for name in loss_names() if name != "linear"])
     def test_robust_loss(self, loss):
         x, y = decay_data()
         y = y.copy()
