@@ -23,6 +23,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import _validate as V
+from ._fit_options import FitOptions
 from .engine.options import SolverOptions
 from .planning import FitPlan, METHODS, plan_fit, resolve_model_spec  # noqa: F401  (resolve_model_spec re-exported)
 
@@ -32,9 +33,6 @@ inf = math.inf
 # The default of ``bounds``: identity tells "not given" (a built-in model's own bounds
 # apply) from an explicit ``(-inf, inf)`` (truly unbounded).
 UNBOUNDED = (-inf, inf)
-# fit() keywords that are decisions of the plan: given together with plan=, they are refused.
-PLAN_KEYWORDS = ("strategy", "chunk_size", "loss", "f_scale", "max_nfev", "ftol", "xtol", "gtol", "n_starts",
-                 "seed", "validate", "devices")
 
 
 @dataclass
@@ -92,14 +90,14 @@ def _method_bounds(method, lower, upper) -> None:
         )
 
 
-def _given_plan(plan, decisions: dict[str, Any], workflow, goal, memory_limit_gb, method, n_params, n_features,
+def _given_plan(plan, given: list[str], workflow, goal, memory_limit_gb, method, n_params, n_features,
                 covariance) -> FitPlan:
     """The caller's plan, checked against the problem; no decision is taken again."""
     if isinstance(plan, dict):
         plan = FitPlan.from_dict(plan)
     if not isinstance(plan, FitPlan):
         raise V.FitTypeError("plan", plan, f"plan must be a FitPlan (from nlsq_tasks.plan_fit) or its dict; got {V.short(plan)}.")
-    both = [k for k, v in decisions.items() if v is not None]
+    both = list(given)
     both += [k for k, v, default in (("workflow", workflow, "auto"), ("goal", goal, None),
                                      ("memory_limit_gb", memory_limit_gb, None)) if v is not default and v != default]
     if str(method).lower() not in ("none", "auto"):
@@ -138,15 +136,17 @@ def make_plan(
     workflow,
     goal,
     memory_limit_gb,
-    kwargs: dict[str, Any],
+    options: FitOptions | dict[str, Any],
     absolute_sigma: bool,
     covariance: bool,
     model_bounds: bool = True,
     jac=None,
     executor: str = "local",
 ) -> Plan:
-    """Validate the non-data arguments and plan (or take ``kwargs["plan"]``); nothing is
-    traced but the probe. ``kwargs`` holds fit()'s keyword-only options."""
+    """Validate the non-data arguments and plan (or take ``options.plan``); nothing is
+    traced but the probe. ``options``: fit()'s keyword-only options (a FitOptions, or a
+    dict of some of them)."""
+    options = FitOptions.coerce(options, "fit")
     model = resolve_model_spec(f, p0)
     names = list(model.param_names)
 
@@ -175,10 +175,9 @@ def make_plan(
         p_start = _guess(model, guess_xy, names, lower, upper)
     V.check_enough_points(n_points, names)
 
-    decisions = {k: kwargs.get(k) for k in PLAN_KEYWORDS}
-    if kwargs.get("plan") is not None:
-        fit_plan = _given_plan(kwargs["plan"], decisions, workflow, goal, memory_limit_gb, method, len(names),
-                               n_features, covariance)
+    if options.plan is not None:
+        fit_plan = _given_plan(options.plan, options.given_decisions(), workflow, goal, memory_limit_gb, method,
+                               len(names), n_features, covariance)
         if fit_plan.executor != executor:
             raise V.FitInputError("executor", executor, f"the plan was made for executor {fit_plan.executor!r} but "
                                   f"this run's is {executor!r}; plan with plan_fit(..., executor={executor!r}).")
@@ -186,17 +185,17 @@ def make_plan(
         def planned(host_model: bool) -> FitPlan:
             return plan_fit(n_points=n_points, n_features=n_features, n_params=len(names), workflow=workflow,
                             goal=goal, method=method, memory_limit_gb=memory_limit_gb, covariance=covariance,
-                            executor=executor, host_model=host_model, **decisions)
+                            executor=executor, host_model=host_model, **options.decisions())
 
         fit_plan = planned(False)
-    options = fit_plan.solver_options(x_scale=V.check_x_scale(kwargs.get("x_scale", "jac"), names),
-                                      absolute_sigma=absolute_sigma)
-    checkpoint = V.check_checkpoint(kwargs.get("checkpoint"))
-    if checkpoint is not None and kwargs.get("resume") is False:
+    solver_options = fit_plan.solver_options(x_scale=V.check_x_scale(options.x_scale, names),
+                                             absolute_sigma=absolute_sigma)
+    checkpoint = V.check_checkpoint(options.checkpoint)
+    if checkpoint is not None and options.resume is False:
         from .engine.checkpoint import FreshStartSink
 
         checkpoint = FreshStartSink(checkpoint)
-    progress = V.check_callable_or_none("progress", kwargs.get("progress"))
+    progress = V.check_callable_or_none("progress", options.progress)
     # Last, once every cheap check has passed: the model itself, on the whole x (JAX or
     # NumPy, pointwise or whole: see _model_prep).
     from ._model_prep import prepare_model
@@ -204,12 +203,12 @@ def make_plan(
     model = prepare_model(model, probe, p_start, names, n_points=n_points, jac=jac, lower=lower, upper=upper)
     if getattr(model, "host_model", False) and fit_plan.devices.get("sharded"):
         # a NumPy model's passes stay on one device: the planner, told so, says why
-        if kwargs.get("plan") is not None:
+        if options.plan is not None:
             raise V.FitInputError("plan", fit_plan.devices.get("n_devices"), "the plan shards the passes over "
                                   "several devices, but a NumPy model runs on the host, so on one device; plan with "
                                   "plan_fit(..., host_model=True) or devices=1.")
         fit_plan = planned(True)
-    return Plan(fit_plan=fit_plan, model=model, names=names, p0=p_start, lower=lower, upper=upper, options=options,
+    return Plan(fit_plan=fit_plan, model=model, names=names, p0=p_start, lower=lower, upper=upper, options=solver_options,
                 checkpoint=checkpoint, progress=progress)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 from . import _repeat
 from . import _validate as V
 from ._validate import FitInputError, FitTypeError, ModelEvaluationError
+from ._fit_options import OPTION_NAMES, FitOptions
 from ._fixed import split_fixed
 from ._model_prep import engine_data
 from ._plan import UNBOUNDED, Plan, make_plan, model_fn
@@ -48,11 +49,8 @@ __all__ = [
 logger = logging.getLogger("nlsq_tasks")
 
 inf = math.inf
-# fit()'s keyword-only options (curve_fit passes them through by name).
-FIT_KWARGS = (
-    "plan", "strategy", "chunk_size", "loss", "f_scale", "x_scale", "max_nfev", "ftol", "xtol", "gtol",
-    "n_starts", "seed", "validate", "devices", "fixed", "nan_policy", "checkpoint", "resume", "progress",
-)
+# fit()'s keyword-only options (curve_fit passes them through by name): see _fit_options.
+FIT_KWARGS = OPTION_NAMES
 
 
 def fit(
@@ -151,12 +149,7 @@ def fit(
     -------
     FitResult (iterating it yields ``popt, pcov``).
     """
-    V.check_kwargs(unknown, FIT_KWARGS, "fit")  # a misspelt keyword: FitTypeError naming the valid ones
-    options = dict(
-        plan=plan, strategy=strategy, chunk_size=chunk_size, loss=loss, f_scale=f_scale, x_scale=x_scale,
-        max_nfev=max_nfev, ftol=ftol, xtol=xtol, gtol=gtol, n_starts=n_starts, seed=seed, validate=validate,
-        devices=devices, fixed=fixed, nan_policy=nan_policy, checkpoint=checkpoint, resume=resume, progress=progress,
-    )
+    options = FitOptions.gather(locals(), unknown, "fit")  # a misspelt keyword: FitTypeError naming the valid ones
     return _fit_arrays(
         f, xdata, ydata, p0, sigma, absolute_sigma, check_finite, bounds, method, workflow, goal,
         memory_limit_gb, options, where="fit",
@@ -165,20 +158,19 @@ def fit(
 
 def _fit_arrays(
     f, xdata, ydata, p0, sigma, absolute_sigma, check_finite, bounds, method, workflow, goal, memory_limit_gb,
-    kwargs, *, where: str, model_bounds: bool = True, jac=None,
+    options: FitOptions | dict, *, where: str, model_bounds: bool = True, jac=None,
 ) -> FitResult:
+    """fit() on arrays; ``options`` is a FitOptions, or a dict of its keywords (curve_fit's)."""
     t0 = time.perf_counter()
-    V.check_kwargs(kwargs, FIT_KWARGS, where)
-    kwargs = dict(kwargs)
-    reduction = split_fixed(f, p0, bounds, kwargs.pop("fixed", None), model_bounds=model_bounds, unbounded=UNBOUNDED)
+    options = FitOptions.coerce(options, where)
+    reduction = split_fixed(f, p0, bounds, options.fixed, model_bounds=model_bounds, unbounded=UNBOUNDED)
+    options = options.replace(fixed=None)
     if reduction is not None:  # fit the free parameters, then report every one (see _fixed)
         return reduction.expand(_fit_arrays(
             reduction.model, xdata, ydata, reduction.p0, sigma, absolute_sigma, check_finite, reduction.bounds, method,
-            workflow, goal, memory_limit_gb, kwargs, where=where, model_bounds=False, jac=reduction.reduce_jac(jac),
+            workflow, goal, memory_limit_gb, options, where=where, model_bounds=False, jac=reduction.reduce_jac(jac),
         ))
-    data = V.check_data(
-        xdata, ydata, sigma, check_finite=bool(check_finite), nan_policy=kwargs.get("nan_policy")
-    )
+    data = V.check_data(xdata, ydata, sigma, check_finite=bool(check_finite), nan_policy=options.nan_policy)
     def replan():
         return make_plan(
             f,
@@ -192,7 +184,7 @@ def _fit_arrays(
             workflow=workflow,
             goal=goal,
             memory_limit_gb=memory_limit_gb,
-            kwargs=kwargs,
+            options=options,
             absolute_sigma=absolute_sigma,
             covariance=data.sigma is not None and data.sigma.ndim == 2,
             model_bounds=model_bounds,
@@ -201,7 +193,7 @@ def _fit_arrays(
 
     # A repeated call (same model, shapes and options) reuses its plan: see _repeat.
     key = _repeat.plan_key(f, data, p0, bounds, UNBOUNDED, method, workflow, goal, memory_limit_gb, absolute_sigma,
-                           kwargs, model_bounds, jac)
+                           options.keywords(), model_bounds, jac)
     plan = _repeat.reuse(key, data, p0)
     reused = plan is not None
     if not reused:
@@ -273,20 +265,13 @@ def fit_source(
     from .strategies import get_strategy
 
     t0 = time.perf_counter()
-    V.check_kwargs(unknown, FIT_KWARGS, "fit_source")
+    options = FitOptions.gather(locals(), unknown, "fit_source")
     reduction = split_fixed(f, p0, bounds, fixed, model_bounds=True, unbounded=UNBOUNDED)
     if reduction is not None:  # fit the free parameters, then report every one (see _fixed)
         return reduction.expand(fit_source(
             reduction.model, source, reduction.p0, reduction.bounds, workflow, goal, memory_limit_gb, absolute_sigma,
-            method, executor, plan=plan, strategy=strategy, chunk_size=chunk_size, loss=loss, f_scale=f_scale, x_scale=x_scale,
-            max_nfev=max_nfev, ftol=ftol, xtol=xtol, gtol=gtol, n_starts=n_starts, seed=seed, validate=validate,
-            devices=devices, nan_policy=nan_policy, checkpoint=checkpoint, resume=resume, progress=progress,
+            method, executor, **options.replace(fixed=None).keywords(),
         ))
-    kwargs = dict(
-        plan=plan, strategy=strategy, chunk_size=chunk_size, loss=loss, f_scale=f_scale, x_scale=x_scale,
-        max_nfev=max_nfev, ftol=ftol, xtol=xtol, gtol=gtol, n_starts=n_starts, seed=seed, validate=validate,
-        devices=devices, fixed=fixed, nan_policy=nan_policy, checkpoint=checkpoint, resume=resume, progress=progress,
-    )
     missing = [a for a in ("n_points", "n_features", "chunk_size", "chunks", "sample", "fingerprint")
                if not hasattr(source, a)]
     if missing:
@@ -316,7 +301,7 @@ def fit_source(
         workflow=workflow,
         goal=goal,
         memory_limit_gb=memory_limit_gb,
-        kwargs=kwargs,
+        options=options,
         absolute_sigma=absolute_sigma,
         covariance=False,
         executor="local" if dask_executor is None else "dask",

@@ -187,7 +187,7 @@ def fit_distributed(f, source, open_shares, *, p0=None, bounds=None, workflow="a
     plan = make_plan(
         f, probe=_probe(sdata.x), guess_xy=(sdata.x, sdata.y), n_points=n, n_features=int(source.n_features),
         p0=p0, bounds=UNBOUNDED if bounds is None else bounds, method=None, workflow=workflow, goal=goal,
-        memory_limit_gb=None, kwargs=kwargs, absolute_sigma=bool(kwargs.pop("absolute_sigma", False)), covariance=False,
+        memory_limit_gb=None, options=kwargs, absolute_sigma=bool(kwargs.pop("absolute_sigma", False)), covariance=False,
     )
     if note:
         plan.notes.append(note)

@@ -191,7 +191,7 @@ def _plan_for(model, stack: Stack, i, starts, lower, upper, shared_bounds, bound
         p0=None if starts is None else starts[i],
         bounds=bounds if shared_bounds else (lower[i], upper[i]),
         method=None, workflow=workflow, goal=goal, memory_limit_gb=memory_limit_gb,
-        kwargs={**{k: v for k, v in kwargs.items()}, "strategy": "standard"},
+        options={**kwargs, "strategy": "standard"},
         absolute_sigma=absolute_sigma, covariance=False,
     )
 

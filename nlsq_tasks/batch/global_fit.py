@@ -195,7 +195,7 @@ def fit_global(
         start_row = arr[gidx[0]] if arr.shape == (n_total,) and n_total != len(names) else np.atleast_2d(arr)[0]
     plan = make_plan(model, probe=x0[..., : V.PROBE_POINTS], guess_xy=(x0, y0), n_points=total_points,
                      n_features=stack.n_features, p0=start_row, bounds=bounds, method=None, workflow=workflow, goal=goal,
-                     memory_limit_gb=None, kwargs={**kwargs, "strategy": "standard"}, absolute_sigma=absolute_sigma,
+                     memory_limit_gb=None, options={**kwargs, "strategy": "standard"}, absolute_sigma=absolute_sigma,
                      covariance=False)
     theta0 = _start(p0, plan, model, stack, gidx, n_total, names)
     lower = np.empty(n_total)
