@@ -19,6 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import _validate as V
+from .._fit_options import SOLVER_OPTIONS, FitOptions
 from .._plan import UNBOUNDED, make_plan, model_fn, resolve_model_spec
 from ..engine.loop import bucket_size
 from ..engine.status import FitStatus
@@ -37,7 +38,6 @@ MAX_BLOCK_ACCELERATOR = 1 << 20
 # (vectorization across fits needs some width; per-round host work is per call).
 LANE_FILLS = 8
 MIN_LANES = 256
-_OPTION_KEYS = ("loss", "f_scale", "x_scale", "max_nfev", "ftol", "xtol", "gtol")
 
 
 def fit_batch(
@@ -88,7 +88,7 @@ def fit_batch(
     BatchFitResult (``result[i]`` is the FitResult of set ``i``; ``result.to_table()``).
     """
     t0 = time.perf_counter()
-    V.check_kwargs(kwargs, _OPTION_KEYS, "fit_batch")
+    fit_options = FitOptions.coerce(kwargs, "fit_batch", allowed=SOLVER_OPTIONS).replace(strategy="standard")
     p0_rows = None if p0 is None else np.asarray(V._real_array("p0", p0))
     model = resolve_model_spec(f, None if p0_rows is None else p0_rows.reshape(-1, p0_rows.shape[-1])[0])
     names = list(model.param_names)
@@ -115,7 +115,7 @@ def fit_batch(
         tier = tolerance_tier(int(stack.n_valid[i]))
         if tier not in plans:
             plans[tier] = _plan_for(model, stack, i, starts, lower, upper, shared_bounds, bounds, workflow, goal,
-                                    memory_limit_gb, kwargs, absolute_sigma)
+                                    memory_limit_gb, fit_options, absolute_sigma)
             if shared_bounds and lower is None:
                 lower = np.broadcast_to(plans[tier].lower, (k, n_params)).copy()
                 upper = np.broadcast_to(plans[tier].upper, (k, n_params)).copy()
@@ -182,7 +182,7 @@ def _check_starts(starts, lower, upper, names) -> None:
 
 
 def _plan_for(model, stack: Stack, i, starts, lower, upper, shared_bounds, bounds, workflow, goal, memory_limit_gb,
-              kwargs, absolute_sigma):
+              fit_options, absolute_sigma):
     """The single-fit plan of set ``i`` (validates options, model and bounds; probes the model)."""
     x_i, y_i = stack.set_xy(i)
     probe = x_i[..., : V.PROBE_POINTS]
@@ -191,7 +191,7 @@ def _plan_for(model, stack: Stack, i, starts, lower, upper, shared_bounds, bound
         p0=None if starts is None else starts[i],
         bounds=bounds if shared_bounds else (lower[i], upper[i]),
         method=None, workflow=workflow, goal=goal, memory_limit_gb=memory_limit_gb,
-        options={**kwargs, "strategy": "standard"},
+        options=fit_options,
         absolute_sigma=absolute_sigma, covariance=False,
     )
 

@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import _validate as V
+from .._fit_options import SOLVER_OPTIONS, FitOptions
 from .._plan import UNBOUNDED, make_plan, model_fn, resolve_model_spec
 from ..engine.covariance import covariance
 from ..engine.loop import drive
@@ -43,8 +44,6 @@ from ..engine.result import FitResult, FitStatistics
 from ..engine.status import FitStatus
 from ..engine.trust_region import as_settings
 from ._stack import build_stack
-
-_OPTION_KEYS = ("loss", "f_scale", "x_scale", "max_nfev", "ftol", "xtol", "gtol")
 
 
 @dataclass
@@ -166,7 +165,7 @@ def fit_global(
     **kwargs : loss, f_scale, x_scale, max_nfev, ftol, xtol, gtol.
     """
     t0 = time.perf_counter()
-    V.check_kwargs(kwargs, _OPTION_KEYS, "fit_global")
+    fit_options = FitOptions.coerce(kwargs, "fit_global", allowed=SOLVER_OPTIONS).replace(strategy="standard")
     model = resolve_model_spec(f, None if p0 is None or np.ndim(p0) == 0 else np.atleast_2d(p0)[0])
     names = list(model.param_names)
     shared = [shared] if isinstance(shared, str) else list(shared)
@@ -195,7 +194,7 @@ def fit_global(
         start_row = arr[gidx[0]] if arr.shape == (n_total,) and n_total != len(names) else np.atleast_2d(arr)[0]
     plan = make_plan(model, probe=x0[..., : V.PROBE_POINTS], guess_xy=(x0, y0), n_points=total_points,
                      n_features=stack.n_features, p0=start_row, bounds=bounds, method=None, workflow=workflow, goal=goal,
-                     memory_limit_gb=None, options={**kwargs, "strategy": "standard"}, absolute_sigma=absolute_sigma,
+                     memory_limit_gb=None, options=fit_options, absolute_sigma=absolute_sigma,
                      covariance=False)
     theta0 = _start(p0, plan, model, stack, gidx, n_total, names)
     lower = np.empty(n_total)
