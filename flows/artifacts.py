@@ -178,36 +178,3 @@ def publish_fit_artifacts(summary: dict, plan: dict, uris: dict, validation: Opt
         )
     return {k: str(v) for k, v in ids.items()}
 
-
-def batch_rows(outcomes: list[dict]) -> list[dict[str, Any]]:
-    """One row per data set of a batch: status, a headline statistic, where, or why it failed."""
-    rows = []
-    for o in outcomes:
-        s = o.get("summary") or {}
-        st = s.get("statistics") or {}
-        rows.append(
-            {
-                "data": o.get("uri"),
-                "state": "ok" if o.get("ok") else "failed",
-                "status": s.get("status", ""),
-                "strategy": s.get("strategy", ""),
-                "redchi": _fmt(st.get("redchi")) if st else "",
-                "r2": _fmt(st.get("r2")) if st else "",
-                "params": ", ".join(f"{k}={_fmt(v.get('value'))}" for k, v in (s.get("params") or {}).items()),
-                "results": (o.get("uris") or {}).get("results_dir", ""),
-                "error": o.get("error", ""),
-            }
-        )
-    return rows
-
-
-def publish_batch_artifact(outcomes: list[dict], scope: str = "local") -> str:
-    from prefect.artifacts import create_table_artifact
-
-    n_ok = sum(1 for o in outcomes if o.get("ok"))
-    return str(
-        create_table_artifact(
-            table=batch_rows(outcomes), key=artifact_key(BATCH_KIND, scope),
-            description=f"Batch fit: {n_ok} of {len(outcomes)} data sets fitted",
-        )
-    )
