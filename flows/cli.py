@@ -361,12 +361,22 @@ def cmd_plan(args) -> int:
 
 
 # -- argparse -----------------------------------------------------------------------------
+def add_column_arguments(r: argparse.ArgumentParser) -> None:
+    """Where x, y and sigma are in the data files and how sigma counts (run, plan and batch)."""
+    from .request import DataFormat
+
+    r.add_argument("--format", default="auto", choices=[f.value for f in DataFormat])
+    r.add_argument("--x", help="x column/key (npy: index; several features: a,b)")
+    r.add_argument("--y", help="y column/key")
+    r.add_argument("--sigma", help="sigma column/key (default: the file's sigma if any)")
+    r.add_argument("--ignore-sigma", action="store_true", dest="ignore_sigma")
+    r.add_argument("--absolute-sigma", action="store_true", dest="absolute_sigma")
+
+
 def _add_fit_arguments(r: argparse.ArgumentParser) -> None:
     """The request's options shared by ``run`` and ``plan``; choices come from the library's registries."""
     from nlsq_tasks.strategies import strategy_names
     from nlsq_tasks.workflow import OptimizationGoal
-
-    from .request import DataFormat
 
     r.add_argument("--model", required=True, help="built-in model name or expression in x, e.g. 'a*exp(-b*x)+c'")
     r.add_argument("--preset", default="auto", help="preset name or YAML path/URI (default auto)")
@@ -380,12 +390,7 @@ def _add_fit_arguments(r: argparse.ArgumentParser) -> None:
     r.add_argument("--n-starts", type=int, dest="n_starts")
     r.add_argument("--chunk-size", type=int, dest="chunk_size")
     r.add_argument("--max-nfev", type=int, dest="max_nfev")
-    r.add_argument("--format", default="auto", choices=[f.value for f in DataFormat])
-    r.add_argument("--x", help="x column/key (npy: index; several features: a,b)")
-    r.add_argument("--y", help="y column/key")
-    r.add_argument("--sigma", help="sigma column/key (default: the file's sigma if any)")
-    r.add_argument("--ignore-sigma", action="store_true", dest="ignore_sigma")
-    r.add_argument("--absolute-sigma", action="store_true", dest="absolute_sigma")
+    add_column_arguments(r)
     r.add_argument("--executor", default="local",
                    help="where the passes run: local (default), local-cluster:N (a temporary Dask cluster of N "
                         "worker processes) or a Dask scheduler address tcp://host:8786")

@@ -24,7 +24,7 @@ PARTIAL_FAILURE_EXIT = 3
 def add_parser(sub) -> None:
     from nlsq_tasks.workflow import OptimizationGoal
 
-    from .request import DataFormat
+    from .cli import add_column_arguments
 
     b = sub.add_parser("batch", help="fit one model to many data sets (a glob of files or one .npz stack)")
     src = b.add_mutually_exclusive_group(required=True)
@@ -42,12 +42,7 @@ def add_parser(sub) -> None:
     b.add_argument("--shared", nargs="+", help="parameters shared by every data set: one global fit instead")
     b.add_argument("--max-nfev", type=int, dest="max_nfev")
     b.add_argument("--tolerance", type=float)
-    b.add_argument("--format", default="auto", choices=[f.value for f in DataFormat])
-    b.add_argument("--x", help="x column/key")
-    b.add_argument("--y", help="y column/key")
-    b.add_argument("--sigma", help="sigma column/key")
-    b.add_argument("--ignore-sigma", action="store_true", dest="ignore_sigma")
-    b.add_argument("--absolute-sigma", action="store_true", dest="absolute_sigma")
+    add_column_arguments(b)
     b.add_argument("--executor", default="local",
                    help="where the fit tasks run: local (default, threads), local-cluster:N (a temporary Dask "
                         "cluster of N worker processes) or a Dask scheduler address tcp://host:8786")

@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_valid
 from nlsq_tasks.engine.loss import describe_losses
 from nlsq_tasks.io import format_names
 from nlsq_tasks.limits import MAX_CHUNK_SIZE, MIN_CHUNK_SIZE
+from nlsq_tasks.strategies import get_strategy
 from nlsq_tasks.workflow import OptimizationGoal, Strategy
 
 # Names a preset or registered model may have (also keeps them safe as path parts).
@@ -297,19 +298,41 @@ def _column(v: Any) -> Any:
     return v
 
 
-def _credentials_last(schema: dict) -> None:
-    """Credentials after the data fields in the form (pydantic lists inherited fields first)."""
+def _columns_then_credentials(schema: dict) -> None:
+    """A data spec's own fields first in the form, then the columns, the credentials last
+    (pydantic lists inherited fields first)."""
     props = schema.get("properties", {})
-    for name in _CREDENTIAL_FIELDS:
+    for name in (*_COLUMN_FIELDS, *_CREDENTIAL_FIELDS):
         if name in props:
             props[name] = props.pop(name)
     props.pop("storage_options", None)
 
 
-class DataSpec(StorageCredentials):
+class _Columns(StorageCredentials):
+    """The x, y and sigma columns (or keys) of data files, and their credentials."""
+
+    x: Union[int, str, list[Union[int, str]], None] = Field(
+        None, title="x column", description=_X_HELP, json_schema_extra=lambda s: _plain_text(s, ""))
+    y: Union[int, str, None] = Field(None, title="y column", description=_Y_HELP,
+                                     json_schema_extra=lambda s: _plain_text(s, ""))
+    sigma: Union[int, str, None] = Field(None, title="sigma column", description=_SIGMA_HELP,
+                                         json_schema_extra=lambda s: _plain_text(s, ""))
+    ignore_sigma: bool = Field(False, title="Ignore sigma",
+                               description="Fit unweighted even if the data have a sigma column.")
+
+    @field_validator("x", "y", "sigma", mode="before")
+    @classmethod
+    def _empty_is_default(cls, v: Any) -> Any:
+        return _column(v)
+
+
+_COLUMN_FIELDS = ("x", "y", "sigma", "ignore_sigma")
+
+
+class DataSpec(_Columns):
     """One data set: its URI, layout and the names of its x/y/sigma columns or keys."""
 
-    model_config = ConfigDict(title="Data set", json_schema_extra=_credentials_last)
+    model_config = ConfigDict(title="Data set", json_schema_extra=_columns_then_credentials)
 
     uri: str = Field(
         ...,
@@ -322,18 +345,6 @@ class DataSpec(StorageCredentials):
         json_schema_extra=_URI_SCHEMA,
     )
     format: DataFormat = Field(DataFormat.AUTO, title="File format", description="`auto`: from the file name's suffix.")
-    x: Union[int, str, list[Union[int, str]], None] = Field(
-        None, title="x column", description=_X_HELP, json_schema_extra=lambda s: _plain_text(s, ""))
-    y: Union[int, str, None] = Field(None, title="y column", description=_Y_HELP,
-                                     json_schema_extra=lambda s: _plain_text(s, ""))
-    sigma: Union[int, str, None] = Field(None, title="sigma column", description=_SIGMA_HELP,
-                                         json_schema_extra=lambda s: _plain_text(s, ""))
-    ignore_sigma: bool = Field(False, title="Ignore sigma", description="Fit unweighted even if the file has a sigma column.")
-
-    @field_validator("x", "y", "sigma", mode="before")
-    @classmethod
-    def _empty_is_default(cls, v: Any) -> Any:
-        return _column(v)
 
     @field_validator("uri")
     @classmethod
@@ -367,11 +378,11 @@ def _text_box(position: int):
     return extra
 
 
-class BatchDataSpec(StorageCredentials):
+class BatchDataSpec(_Columns):
     """Many data sets of the same layout: a list of URIs, a glob over an fsspec URL, or one
     .npz file holding a stack (y of shape (K, n))."""
 
-    model_config = ConfigDict(title="Data sets", json_schema_extra=_credentials_last)
+    model_config = ConfigDict(title="Data sets", json_schema_extra=_columns_then_credentials)
 
     glob: str = Field(
         "", title="Files matching",
@@ -385,18 +396,6 @@ class BatchDataSpec(StorageCredentials):
         "(K, n), optional `sigma`.",
     )
     format: DataFormat = Field(DataFormat.AUTO, title="File format", description="`auto`: from each file name's suffix.")
-    x: Union[int, str, list[Union[int, str]], None] = Field(
-        None, title="x column", description=_X_HELP, json_schema_extra=lambda s: _plain_text(s, ""))
-    y: Union[int, str, None] = Field(None, title="y column", description=_Y_HELP,
-                                     json_schema_extra=lambda s: _plain_text(s, ""))
-    sigma: Union[int, str, None] = Field(None, title="sigma column", description=_SIGMA_HELP,
-                                         json_schema_extra=lambda s: _plain_text(s, ""))
-    ignore_sigma: bool = Field(False, title="Ignore sigma", description="Fit unweighted even if the files have a sigma column.")
-
-    @field_validator("x", "y", "sigma", mode="before")
-    @classmethod
-    def _empty_is_default(cls, v: Any) -> Any:
-        return _column(v)
 
     @field_validator("glob", "stack", mode="before")
     @classmethod
@@ -444,8 +443,8 @@ class AdvancedSettings(BaseModel):
                        description="What the fit favours. `quality` also runs the validation pass.")
     strategy: StrategyChoice = Field(
         StrategyChoice.AUTO, title="Strategy",
-        description="`auto`: the preset's, else the memory budget's choice. `standard`: all in memory; `chunked`: "
-        "in memory, Jacobian chunk by chunk; `streaming`: passes over the file, checkpointed.",
+        description="`auto`: the preset's, else the memory budget's choice; "
+        + "; ".join(f"`{s.value}`: {get_strategy(s.value).summary}" for s in Strategy) + ".",
     )
     tolerance: float = Field(0.0, ge=0, lt=1, title="Tolerance",
                              description=f"Sets the three tolerances below at once. {_ZERO}")
@@ -585,6 +584,11 @@ def _collapsed_section(schema: dict, position: int) -> None:
 
 # Flat keywords Python callers may pass; they live in ``advanced``.
 _ADVANCED_KEYS = set(AdvancedSettings.model_fields)
+
+
+def _from_advanced(name: str) -> property:
+    """A request's flat attribute (the name Python callers know) read from its advanced section."""
+    return property(lambda self: getattr(self.advanced, name), doc=f"``advanced.{name}``")
 
 
 class FitSettings(BaseModel):
@@ -794,37 +798,18 @@ class FitSettings(BaseModel):
     def storage_uri(self) -> Optional[str]:
         return self.advanced.storage_uri.strip() or None
 
-    @property
-    def storage(self) -> StorageCredentials:
-        return self.advanced.storage
+    storage = _from_advanced("storage")
+    resume = _from_advanced("resume")
+    plot = _from_advanced("plot")
+    absolute_sigma = _from_advanced("absolute_sigma")
+    executor = _from_advanced("executor")
+    on_failed_fit = _from_advanced("on_failed_fit")
+    storage_retries = _from_advanced("storage_retries")
+    storage_timeout_s = _from_advanced("storage_timeout_s")
 
-    @property
-    def resume(self) -> bool:
-        return self.advanced.resume
-
-    @property
-    def plot(self) -> bool:
-        return self.advanced.plot
-
-    @property
-    def absolute_sigma(self) -> bool:
-        return self.advanced.absolute_sigma
-
-    @property
-    def executor(self) -> str:
-        return self.advanced.executor
-
-    @property
-    def on_failed_fit(self) -> FailedFit:
-        return self.advanced.on_failed_fit
-
-    @property
-    def storage_retries(self) -> int:
-        return self.advanced.storage_retries
-
-    @property
-    def storage_timeout_s(self) -> float:
-        return self.advanced.storage_timeout_s
+    def redacted(self) -> dict[str, Any]:
+        """The request as JSON-safe data with every credential replaced (for results and artifacts)."""
+        return _redact(self.model_dump(mode="json"))
 
 
 class FitRequest(FitSettings):
@@ -834,10 +819,6 @@ class FitRequest(FitSettings):
 
     data: DataSpec = Field(..., title="Data set", description="The file to fit and its columns.",
                            json_schema_extra={"position": 0})
-
-    def redacted(self) -> dict[str, Any]:
-        """The request as JSON-safe data with every credential replaced (for results and artifacts)."""
-        return _redact(self.model_dump(mode="json"))
 
 
 class BatchFitRequest(FitSettings):
@@ -874,9 +855,6 @@ class BatchFitRequest(FitSettings):
         if isinstance(v, str):
             v = [p.strip() for p in v.split(",") if p.strip()]
         return v or None
-
-    def redacted(self) -> dict[str, Any]:
-        return _redact(self.model_dump(mode="json"))
 
 
 def redact(obj: Any) -> Any:
