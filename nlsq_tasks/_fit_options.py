@@ -66,7 +66,8 @@ class FitOptions:
     def gather(cls, values: Mapping[str, Any], unknown: Mapping[str, Any], where: str) -> "FitOptions":
         """The options among ``values`` (a front door's ``locals()``), after refusing the
         ``**unknown`` keywords with a FitTypeError that lists the valid ones."""
-        V.check_kwargs(dict(unknown), OPTION_NAMES, where)
+        if unknown:
+            V.check_kwargs(dict(unknown), OPTION_NAMES, where)
         return cls(**{name: values[name] for name in OPTION_NAMES})
 
     @classmethod
@@ -81,6 +82,8 @@ class FitOptions:
         return cls(**given)
 
     def replace(self, **changes) -> "FitOptions":
+        if all(getattr(self, name) is value for name, value in changes.items()):
+            return self  # nothing changes (the common fixed=None): no copy on every small fit
         return dataclasses.replace(self, **changes)
 
     # -- reading ----------------------------------------------------------------------------
