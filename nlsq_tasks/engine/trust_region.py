@@ -23,7 +23,9 @@ with :math:`\\alpha` found by a bounded number of safeguarded Newton iterations 
 first bound, its reflection, and the scaled Cauchy step are compared on the quadratic
 model (evaluated as :math:`\\|B w\\|^2`, never through :math:`B^T B`), and the trial point
 is made strictly feasible (step-back factor :math:`\\theta = \\max(0.995, 1 - \\|g v\\|_\\infty)`).
-Ratio test, radius update and the ftol/xtol/gtol tests are SciPy's.
+Ratio test, radius update and the ftol/xtol/gtol tests are SciPy's, except that a trial
+whose cost is >= 100x the current one shrinks the radius to 0.1 of the step, not 0.25
+(MINPACK's rule; see :data:`HUGE_INCREASE`).
 
 Driving the iteration (all functions pure and jittable; ``options`` is a
 :class:`~.options.SolverOptions` or a :class:`TRSettings`)::
@@ -47,13 +49,15 @@ statistics at the final point are ``state.neq`` (no extra pass).
 Several radii in one pass (streaming): ``sched = radius_schedule(state, k, lower, upper,
 options)`` returns the ``k`` states (stacked on a leading axis) the sequential algorithm
 would be in before its 1st, 2nd, ... try, assuming each earlier try is rejected because the
-cost did not decrease. Propose from each (``jax.vmap(tr_propose, (0, None, None, None))``),
+cost did not decrease (by less than :data:`HUGE_INCREASE` times: the radius then shrinks to
+0.25 of the step). Propose from each (``jax.vmap(tr_propose, (0, None, None, None))``),
 evaluate all ``k`` trial points in one pass (``vmap`` of ``chunk_normal_eqs`` over the
 stacked ``p_trial``), then replay in order: ``state = tr_update(state_i, prop_i, neq_i)``
 with ``state_i`` the scheduled state; stop at the first ``i`` where the iteration ends
 (``state.nit`` increased or ``status`` is no longer RUNNING). Before using try ``i+1``,
 check that the replayed state's ``radius`` and ``alpha`` equal ``sched[i+1]``'s (they do
-unless try ``i`` was non-finite or had zero predicted and actual reduction); if not, drop
+unless try ``i`` was non-finite, raised the cost :data:`HUGE_INCREASE`-fold, or had zero
+predicted and actual reduction); if not, drop
 the remaining tries. This reproduces the sequential iterates exactly.
 """
 
@@ -394,6 +398,20 @@ def tr_propose(state: TRState, lower, upper, options) -> Proposal:
     return Proposal(_strictly_feasible(state.p + step, lower, upper), step, step_h, predicted, alpha)
 
 
+# A trial whose cost is at least this many times the current cost shrinks the radius to
+# 0.1 of the step instead of 0.25 (MINPACK lmder's rule for ||f_trial|| >= 10 ||f||): such
+# a step left the region where the quadratic model means anything, and trying a quarter of
+# it first can still land in another basin (SciPy's gh-2639 double Gaussian: TRF's 0.25
+# ends at a local minimum with 540x the cost LM's 0.1 reaches).
+HUGE_INCREASE = 100.0
+HUGE_INCREASE_SHRINK = 0.1
+
+
+def _shrink_factor(cost, cost_trial):
+    """The radius, as a fraction of the step's scaled norm, after a step with ratio < 0.25."""
+    return jnp.where(cost_trial >= HUGE_INCREASE * cost, HUGE_INCREASE_SHRINK, 0.25)
+
+
 def tr_update(state: TRState, prop: Proposal, neq_trial, lower, upper, options) -> TRState:
     """Count the evaluation at ``prop.p_trial``; accept or reject; radius; stop tests."""
     st = as_settings(options, state.p.shape[0])
@@ -412,8 +430,9 @@ def tr_update(state: TRState, prop: Proposal, neq_trial, lower, upper, options) 
     ared = jnp.where(finite, state.neq.cost - neq_trial.cost, -1.0)
     pred = prop.predicted
     ratio = jnp.where(pred > 0, ared / jnp.where(pred > 0, pred, 1.0), jnp.where((pred == 0) & (ared == 0), 1.0, 0.0))
+    shrink = _shrink_factor(state.neq.cost, neq_trial.cost)
     delta_new = jnp.where(
-        ratio < 0.25, 0.25 * step_h_norm, jnp.where((ratio > 0.75) & (step_h_norm > 0.95 * delta), 2.0 * delta, delta)
+        ratio < 0.25, shrink * step_h_norm, jnp.where((ratio > 0.75) & (step_h_norm > 0.95 * delta), 2.0 * delta, delta)
     )
     step_norm = _norm(prop.step)
     ftol_ok = (ared < st.ftol * state.neq.cost) & (ratio > 0.25)
