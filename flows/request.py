@@ -462,6 +462,9 @@ class AdvancedSettings(BaseModel):
                             description="Chunked and streaming fits: at least 1000. 0: the plan's size.")
     devices: int = Field(0, ge=0, le=4096, title="Most devices",
                          description="At most this many devices (GPUs) for one fit. 0: all of them.")
+    per_device_batch: int = Field(0, ge=0, le=MAX_CHUNK_SIZE, title="Most points per device batch",
+                                  description="Sharded fits: at most this many points in each tile a device "
+                                  "folds. 0: the GPU configuration's batch.")
     loss: Loss = Field(Loss.PRESET, title="Loss", description="Robust loss on the weighted residuals: "
                        + "; ".join(f"`{name}`: `{summary}`" for name, summary in describe_losses().items()) + ".")
     f_scale: float = Field(0.0, ge=0, title="Loss scale",
@@ -551,8 +554,8 @@ class AdvancedSettings(BaseModel):
     def as_updates(self) -> dict[str, Any]:
         """Only what the user set (non-zero, not `preset`/`auto`), with the enums as their values."""
         out: dict[str, Any] = {}
-        for name in ("strategy", "ftol", "xtol", "gtol", "max_nfev", "n_starts", "chunk_size", "devices", "loss",
-                     "f_scale"):
+        for name in ("strategy", "ftol", "xtol", "gtol", "max_nfev", "n_starts", "chunk_size", "devices",
+                     "per_device_batch", "loss", "f_scale"):
             value = getattr(self, name)
             value = value.value if isinstance(value, enum.Enum) else value
             if value in (0, 0.0, PRESET_DEFAULT) or (name == "strategy" and value == "auto"):

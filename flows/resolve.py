@@ -29,7 +29,8 @@ REQUEST_FILE = "request.json"
 # Override fields that fit() takes as keywords (explicit keyword > preset > adaptive);
 # the others change the preset itself.
 _FIT_KEYWORDS = ("ftol", "xtol", "gtol")
-_PRESET_FIELDS = ("strategy", "tolerance", "n_starts", "chunk_size", "loss", "f_scale", "max_nfev", "devices")
+_PRESET_FIELDS = ("strategy", "tolerance", "n_starts", "chunk_size", "loss", "f_scale", "max_nfev", "devices",
+                  "per_device_batch")
 
 
 class RequestError(ValueError):

@@ -11,9 +11,10 @@
 - a scalar (size-1) ``ydata`` is broadcast against the model's output; a scalar ``sigma``
   is one standard deviation for every point.
 - ``method``: None/``'auto'`` routes by memory budget; ``'trf'`` and ``'lm'`` run the
-  standard in-memory trust-region reflective solver (``'lm'`` refuses bounds, as SciPy);
-  ``'dogbox'`` runs that same bounded trust-region reflective solver -- dogbox's
-  rectangular trust region is not implemented; the result's notes say so.
+  standard in-memory trust-region reflective solver (``'lm'`` refuses bounds, as SciPy;
+  it is not MINPACK's iteration); ``'dogbox'`` runs that same bounded trust-region
+  reflective solver -- dogbox's rectangular trust region is not implemented; the
+  result's notes say so (see :func:`curve_fit`).
 - errors as SciPy raises them: ``args`` in kwargs and a bad ``nan_policy`` are ValueErrors
   with SciPy's messages, more parameters than points is a TypeError, a fit that does not
   converge is a RuntimeError, an undetermined covariance warns with :class:`OptimizeWarning`
@@ -112,6 +113,21 @@ def curve_fit(
 
     Keyword arguments are those of :func:`fit` (``loss``, ``max_nfev`` -- or SciPy's alias
     ``maxfev`` --, ``ftol``, ``fixed``, ``workflow``, ``goal``, ``memory_limit_gb``...).
+
+    ``method``: every method runs one solver, the trust-region reflective iteration of
+    :mod:`nlsq_tasks.engine.trust_region` (SciPy's ``least_squares(method='trf')`` with
+    ``x_scale='jac'``, plus MINPACK's stronger shrink after a trial that raises the cost
+    100-fold, which SciPy's ``'lm'`` has and its ``'trf'`` lacks):
+
+    - None / ``'auto'``: routed by the memory budget (standard, chunked or streaming);
+    - ``'trf'`` and ``'lm'``: the standard in-memory strategy; ``'lm'`` refuses bounds, as
+      SciPy does. It is *not* MINPACK's Levenberg-Marquardt: iterates and evaluation
+      counts differ from SciPy's ``'lm'``, while the minimum found agrees to the tolerances;
+    - ``'dogbox'``: accepted for drop-in use, but runs the same bounded trust-region
+      reflective solver: dogbox's rectangular trust region and its dogleg steps are not
+      implemented. Both minimise the same problem within the same bounds, so a converged
+      fit reaches the same minimum, by other iterates (SciPy's dogbox can also stop
+      elsewhere on problems with several minima). The result's warnings say so.
     """
     from . import api  # the shared front door (imported here: api re-exports this module)
     from ._fixed import _bounds

@@ -458,7 +458,8 @@ def _cluster() -> dict[str, Any] | None:
 
 def _execution(cap, preset, strategy, config, n_points, n_starts, covariance):
     """Which devices the passes run on: ``devices=`` > the preset's ``devices`` caps the
-    visible ones (see :func:`nlsq_tasks.engine.sharded.plan_devices`)."""
+    visible ones, and the preset's ``per_device_batch`` the points per tile each device
+    folds (see :func:`nlsq_tasks.engine.sharded.plan_devices`)."""
     from .engine.sharded import plan_devices
 
     if cap is None:
@@ -466,7 +467,8 @@ def _execution(cap, preset, strategy, config, n_points, n_starts, covariance):
     cap = V.check_positive_int("devices", cap, minimum=1)
     try:
         return plan_devices(n_points, strategy, n_starts=n_starts, covariance=covariance, cap=cap,
-                            chunk_size=getattr(config, "chunk_size", None))
+                            chunk_size=getattr(config, "chunk_size", None),
+                            batch_cap=getattr(preset, "per_device_batch", None))
     except ValueError as exc:
         raise V.FitInputError("devices", cap, str(exc)) from exc
 

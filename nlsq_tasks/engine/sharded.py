@@ -1,15 +1,23 @@
 """Sharded in-memory passes: one fit over every device of a node, or of a multi-process job.
 
-The points are split over a one-axis device mesh (axis ``"points"``): device ``d`` holds
-rows ``[d*m, (d+1)*m)`` of the data laid out as the strategy lays it out (standard:
-``m`` rows padded to a size bucket, cache-sized tiles; chunked: ``m = ceil(n/D)`` rows in
-``chunk_size`` tiles). Every pass is a ``shard_map`` in which each device folds its own
-tiles (the in-memory tiled pass, unchanged), and the ``D`` per-device partials are then
-folded **in device order** with the reduction's ``combine``, starting from its ``zero``
-(never a bare ``psum``: the pass interface's contract is a fold in a fixed order, so the
-result does not depend on how a collective happens to add, and a non-additive reduction
-such as a TSQR factor works unchanged). The trust-region step, tests and covariance are
-the shared, replicated p x p work of :mod:`.loop` / :mod:`.trust_region`.
+The points are split over a one-axis device mesh (axis ``"points"``) in tiles of the
+per-device batch ``b`` (:func:`per_device_batch`: ``MultiGPUConfig.per_device_batch_size``
+on GPUs, else the strategy's tile; a preset or request can cap it): device ``d`` holds rows
+``[d*m, (d+1)*m)``, ``m`` a multiple of ``b``, so tile ``k`` is rows ``[k*b, (k+1)*b)``
+whatever the device count. Every pass is a ``shard_map`` in which each device computes
+the partials of its own tiles; the partials of all tiles (a few p x p arrays each) are
+then folded **in tile order** with the reduction's ``combine``, starting from its ``zero``
+and skipping tiles without a real point (never a bare ``psum``: the pass interface's
+contract is a fold in a fixed order, so the result does not depend on the device count or
+on how a collective happens to add, and a non-additive reduction such as a TSQR factor
+works unchanged). The trust-region step, tests and covariance are the shared, replicated
+p x p work of :mod:`.loop` / :mod:`.trust_region`.
+
+As on one device (:func:`~.loop.run_loop`), the passes form the normal equations while they
+are well conditioned; once a pass reports them too ill-conditioned (``state.gram_ill``) the
+fit continues, for good, on the TSQR factor of J (:class:`~.passes.LeastSquaresFactorPass`:
+each tile by Householder QR, the tile factors stacked and re-factored in tile order). That
+second program is compiled only when a fit needs it.
 
 Data reach the devices shard by shard (``jax.make_array_from_callback``): each device's
 slice is cut (and padded) on the host and placed on that device; there is never a whole
@@ -47,10 +55,10 @@ from .progress import ProgressEvent
 from .finalize import build_result
 from .loop import drive_from
 from .normal_eqs import centered_sum_squares, zero_normal_eqs
-from .passes import NormalEquationsPass, standard_layout, tiled_pass
+from .passes import STANDARD_TILE, LeastSquaresFactorPass, NormalEquationsPass, standard_layout
 from .options import SolverOptions
 from .result import FitResult
-from .trust_region import RUNNING, TRSettings, TRState, as_settings, tr_init
+from .trust_region import RUNNING, TRSettings, TRState, as_settings, continue_state, tr_init
 
 logger = logging.getLogger("nlsq_tasks")
 
@@ -72,7 +80,7 @@ class Execution:
     n_devices: int  # devices the points are spread over (1: not sharded)
     n_processes: int  # JAX processes taking part (jax.distributed)
     rows_per_device: int  # rows each device holds, padding included
-    per_device_batch: int  # points per tile on each device (the pass's cache-sized step)
+    per_device_batch: int  # points per tile each device folds (MultiGPUConfig, capped; else the strategy's tile)
     sharded: bool
     reason: str
 
@@ -99,6 +107,7 @@ def plan_devices(
     covariance: bool = False,
     cap: int | None = None,
     chunk_size: int | None = None,
+    batch_cap: int | None = None,
 ) -> Execution:
     """Decide how many devices the passes of this fit use, and why (pure decision, no data).
 
@@ -108,17 +117,24 @@ def plan_devices(
     ``devices``) bounds it further. One device, a covariance ``sigma``, multi-start
     (vmapped over starts on one device), streaming, or too few points per device: one
     device.
+
+    The per-device batch of a sharded fit (the points of each tile a device folds) is
+    ``MultiGPUConfig.per_device_batch_size`` where there is one (GPUs), else the
+    strategy's own tile (standard: cache-sized; chunked: ``chunk_size``), bounded by
+    ``batch_cap`` (a preset's or request's ``per_device_batch``) and by a device's share
+    of the points. Each device holds a whole number of batches. The reason says which.
     """
     devices = jax.devices()
     backend = devices[0].platform
     n_proc = jax.process_count()
     pool = len(devices)
     why_pool = f"{pool} {backend} device(s) visible"
-    if backend == "gpu" and n_proc == 1:
+    cfg = None
+    if backend == "gpu":
         from ..workflow import get_multi_gpu_config
 
         cfg = get_multi_gpu_config()
-        if cfg is not None and cfg.n_devices < pool:
+        if cfg is not None and cfg.n_devices < pool and n_proc == 1:
             pool, why_pool = cfg.n_devices, f"{why_pool}, MultiGPUConfig uses {cfg.n_devices}"
     if cap is not None and int(cap) < pool:
         pool, why_pool = int(cap), f"{why_pool}, capped to {int(cap)} by devices={int(cap)}"
@@ -144,9 +160,29 @@ def plan_devices(
         return single(f"{why_pool}, but {n_points:,} points are too few to share (< {MIN_ROWS_PER_DEVICE:,} per device)")
     if n_proc > 1 and pool != len(devices):
         raise ValueError(f"devices={cap}: a jax.distributed job spreads over all its {len(devices)} devices")
-    rows, tile = shard_layout(int(n_points), pool, strategy, chunk_size)
-    reason = f"{why_pool}: points sharded over {pool}"
-    return Execution(backend, _device_kind(devices[:pool]), pool, n_proc, rows, tile, True, reason)
+    batch, why_batch = per_device_batch(strategy, chunk_size, cfg, batch_cap)
+    share = -(-int(n_points) // pool)
+    if batch > share:  # one tile per device (the tiles then depend on the device count)
+        batch, why_batch = share, f"{why_batch}, at most the {share:,} points per device"
+    rows = -(-share // batch) * batch  # whole tiles: tile k is rows [k*batch, (k+1)*batch) for any device count
+    reason = f"{why_pool}: points sharded over {pool}; {why_batch} ({batch:,} points)"
+    return Execution(backend, _device_kind(devices[:pool]), pool, n_proc, rows, batch, True, reason)
+
+
+def per_device_batch(strategy: str, chunk_size: int | None = None, config=None, cap: int | None = None) -> tuple[int, str]:
+    """``(points per tile each device folds, why)``: ``config.per_device_batch_size`` (a
+    ``MultiGPUConfig``) if given, else the strategy's tile (chunked: ``chunk_size``;
+    standard: the cache-sized ``STANDARD_TILE``); at most ``cap``. It never depends on the
+    device count, so neither do the tiles nor their fold (see :func:`_sharded_pass`)."""
+    if config is not None:
+        batch, why = int(config.per_device_batch_size), "per-device batch from MultiGPUConfig"
+    elif strategy == "chunked" and chunk_size:
+        batch, why = int(chunk_size), "per-device batch: the chunk size"
+    else:
+        batch, why = STANDARD_TILE, "per-device batch: the cache-sized tile"
+    if cap is not None and int(cap) < batch:
+        batch, why = int(cap), f"{why}, capped to {int(cap):,} by per_device_batch={int(cap)}"
+    return batch, why
 
 
 def shard_layout(n: int, n_devices: int, strategy: str, chunk_size: int | None = None) -> tuple[int, int]:
@@ -274,34 +310,80 @@ def initial_carry(p0, lower, upper, settings: TRSettings) -> Carry:
     return Carry(s, np.asarray(False))
 
 
-def drive_segment(evaluate, carry: Carry, p0, lower, upper, settings: TRSettings, stop_nfev) -> Carry:
+# The two passes a sharded fit can run (as one device's run_loop): the normal equations,
+# until a pass finds them too ill-conditioned, then the TSQR factor of J for good.
+GRAM, QR = "gram", "qr"
+
+
+def drive_segment(evaluate, carry: Carry, p0, lower, upper, settings: TRSettings, stop_nfev, factor: str = GRAM) -> Carry:
     """The shared trust-region loop (:func:`~.loop.drive_from`) from ``carry`` until the fit
-    stops or ``nfev`` reaches ``stop_nfev`` (run-time: segments share one program)."""
-    return Carry(*drive_from(evaluate, tuple(carry), p0, lower, upper, settings, stop_nfev=stop_nfev))
+    stops or ``nfev`` reaches ``stop_nfev`` (run-time: segments share one program).
+
+    ``factor=GRAM``: ``evaluate`` gives normal equations, and the segment also stops (status
+    still RUNNING) on a pass that finds them ill-conditioned. ``factor=QR``: ``evaluate``
+    gives TSQR factors; a carry that has not ``started`` is the GRAM state the fit switched
+    from (``p0`` is its point), continued as :func:`~.loop.drive` continues a state."""
+    if factor == GRAM:
+        return Carry(*drive_from(evaluate, tuple(carry), p0, lower, upper, settings, stop_nfev=stop_nfev,
+                                 stop_when_ill=True))
+    before = carry.state
+    first = lambda neq: continue_state(tr_init(p0, neq, lower, upper, settings), before)  # noqa: E731
+    return Carry(*drive_from(evaluate, tuple(carry), p0, lower, upper, settings, stop_nfev=stop_nfev, first=first))
+
+
+def switch_to_qr(carry: Carry) -> Carry:
+    """The GRAM segment's carry that stopped on ill-conditioned normal equations, ready for
+    the QR segments (the first of which re-evaluates its point with TSQR)."""
+    return Carry(carry.state._replace(gram_ill=np.asarray(False)), np.asarray(False))
+
+
+def _tile_partials(reduction, params, x, y, sigma, n_valid, tile: int, f_scale):
+    """The reduction's partial of each ``tile``-row tile of this device's rows (stacked on a
+    leading axis). Rows at or past ``n_valid`` are padding. :func:`plan_devices` makes
+    ``tile`` divide the rows; otherwise (an ``Execution`` made by hand) the last tile is
+    taken flush with the end and its already-counted rows are masked, as in ``tiled_pass``."""
+    rows = y.shape[0]
+    size = min(int(tile), rows)
+    n_tiles = -(-rows // size)
+    idx = jnp.arange(size)
+
+    def one(j):
+        nominal = j * size
+        start = jnp.minimum(nominal, rows - size)
+        gidx = start + idx
+        take = lambda a: lax.dynamic_slice_in_dim(a, start, size, axis=a.ndim - 1)  # noqa: E731
+        return reduction.partial(params, take(x), take(y), None if sigma is None else take(sigma),
+                                 (gidx >= nominal) & (gidx < n_valid), f_scale)
+
+    return lax.map(one, jnp.arange(n_tiles))
 
 
 def _sharded_pass(reduction, tile: int, mesh: Mesh, x_ndim: int, has_sigma: bool):
-    """``(p, f_scale, n_valid, x, y[, sigma]) -> reduction``: each device folds its own
-    tiles (:func:`~.passes.tiled_pass`); the D partials come back stacked (sharded) and are
-    folded with ``reduction.combine`` in device order, starting from ``reduction.zero``."""
-    n_dev = mesh.size
+    """``(p, f_scale, n_valid, x, y[, sigma]) -> reduction``: each device computes the
+    partials of its own tiles; all tiles' partials (a few p x p arrays each) are then folded
+    with ``reduction.combine`` in global tile order, from ``reduction.zero``, skipping tiles
+    with no real point. The tiles are the same row ranges for any device count (the batch
+    does not depend on it, see :func:`per_device_batch`), so the pass, and the fit, are
+    bit-identical on 2 or 4 devices."""
+    replicated = NamedSharding(mesh, P())
 
     def local(p, f_scale, n_valid, x, y, *sigma):
         rows = y.shape[0]
         nv = jnp.clip(n_valid - lax.axis_index(AXIS) * rows, 0, rows)
-        part = tiled_pass(reduction, p, x, y, sigma[0] if sigma else None, nv, tile, f_scale)
-        return jax.tree.map(lambda a: a[None], part)
+        return _tile_partials(reduction, p, x, y, sigma[0] if sigma else None, nv, tile, f_scale)
 
     in_specs = (P(), P(), P(), _spec(x_ndim), P(AXIS)) + ((P(AXIS),) if has_sigma else ())
-    # check_vma off: the tiles' scan starts from a replicated zero and adds per-device
-    # values; the per-device result is declared varying by out_specs anyway.
+    # check_vma off: the per-device partials are declared varying by out_specs anyway.
     smap = jax.shard_map(local, mesh=mesh, in_specs=in_specs, out_specs=P(AXIS), check_vma=False)
 
     def evaluate(p, f_scale, n_valid, *data):
-        parts = smap(p, f_scale, n_valid, *data)
-        acc = reduction.zero(p.shape[0])
-        for i in range(n_dev):
-            acc = reduction.combine(acc, jax.tree.map(lambda a: a[i], parts))
+        parts = jax.lax.with_sharding_constraint(smap(p, f_scale, n_valid, *data), replicated)
+
+        def fold(acc, part):
+            new = reduction.combine(acc, part)
+            return jax.tree.map(lambda a, b: jnp.where(part.count > 0, a, b), new, acc), None
+
+        acc, _ = lax.scan(fold, reduction.zero(p.shape[0]), parts)
         return acc
 
     return evaluate
@@ -333,32 +415,34 @@ _COMPILED_MAX = 32
 _COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}  # as loop.py: p x p work, same speed
 
 
-def _segment_program(fn, loss: str, tile: int, mesh: Mesh, x_ndim: int, has_sigma: bool):
+def _segment_program(fn, loss: str, tile: int, mesh: Mesh, x_ndim: int, has_sigma: bool, factor: str = GRAM):
     """The segment program ``(carry, p0, lower, upper, settings, f_scale, n_valid,
-    stop_nfev, x, y[, sigma]) -> (carry, sst)`` for one mesh (jitted, not yet compiled)."""
-    evaluate = _sharded_pass(NormalEquationsPass(fn, loss), tile, mesh, x_ndim, has_sigma)
+    stop_nfev, x, y[, sigma]) -> (carry, sst)`` for one mesh and pass (jitted, not yet compiled)."""
+    reduction = NormalEquationsPass(fn, loss) if factor == GRAM else LeastSquaresFactorPass(fn, loss)
+    evaluate = _sharded_pass(reduction, tile, mesh, x_ndim, has_sigma)
     sst_of = _sharded_sst(mesh)
 
     def segment(carry, p0, lower, upper, settings, f_scale, n_valid, stop_nfev, x, y, *sigma):
         c = drive_segment(lambda p: evaluate(p, f_scale, n_valid, x, y, *sigma), carry, p0, lower, upper,
-                          settings, stop_nfev)
+                          settings, stop_nfev, factor)
         count = jnp.maximum(c.state.neq.count, 1.0)
         return c, sst_of(y, n_valid, c.state.neq.sum_y / count)
 
     return jax.jit(segment, out_shardings=NamedSharding(mesh, P()))
 
 
-def _compile(fn, loss: str, data: "ShardedData", args) -> tuple[Any, float]:
-    """The compiled segment program for these argument shapes (cached); ``(executable, compile_s)``."""
+def _compile(fn, loss: str, data: "ShardedData", args, factor: str = GRAM) -> tuple[Any, float]:
+    """The compiled segment program of pass ``factor`` for these argument shapes (cached);
+    ``(executable, compile_s)``."""
     shapes = tuple((tuple(np.shape(a)), str(np.asarray(a).dtype) if not isinstance(a, jax.Array) else str(a.dtype))
                    for a in jax.tree.leaves(args))
-    key = (fn, loss, int(data.tile), data.mesh, data.x.ndim, data.sigma is not None, shapes)
+    key = (fn, loss, int(data.tile), data.mesh, data.x.ndim, data.sigma is not None, shapes, factor)
     with _compiled_lock:
         exe = _compiled.get(key)
     if exe is not None:
         return exe, 0.0
     t0 = time.perf_counter()
-    prog = _segment_program(fn, loss, int(data.tile), data.mesh, data.x.ndim, data.sigma is not None)
+    prog = _segment_program(fn, loss, int(data.tile), data.mesh, data.x.ndim, data.sigma is not None, factor)
     exe = prog.lower(*args).compile(compiler_options=_COMPILER_OPTIONS)
     compile_s = time.perf_counter() - t0
     with _compiled_lock:
@@ -374,12 +458,14 @@ def _to_host(tree):
 
 
 # -- checkpoints ----------------------------------------------------------------------------
-def carry_to_state(carry: Carry) -> dict[str, Any]:
-    """The loop state as the flat dict a :class:`~.checkpoint.CheckpointSink` stores."""
+def carry_to_state(carry: Carry, factor: str = GRAM) -> dict[str, Any]:
+    """The loop state (and the pass it runs on) as the flat dict a
+    :class:`~.checkpoint.CheckpointSink` stores."""
     leaves = jax.tree.leaves(carry)
     out: dict[str, Any] = {f"leaf{i:03d}": np.asarray(v) for i, v in enumerate(leaves)}
     out["kind"] = "sharded-loop"
     out["n_leaves"] = len(leaves)
+    out["factor_pass"] = factor
     return out
 
 
@@ -391,23 +477,24 @@ def state_to_carry(state: dict[str, Any], like: Carry) -> Carry:
     return jax.tree.unflatten(treedef, new)
 
 
-def _load_for_all(checkpoint, fingerprint: str, like: Carry) -> tuple[Carry, bool]:
-    """Process 0 loads the latest checkpoint and every process gets the same carry."""
+def _load_for_all(checkpoint, fingerprint: str, like: Carry) -> tuple[Carry, bool, str]:
+    """Process 0 loads the latest checkpoint and every process gets the same carry and pass."""
     n_proc = jax.process_count()
-    loaded = None
+    loaded, factor = None, GRAM
     if jax.process_index() == 0 and checkpoint is not None:
         st = checkpoint.load_latest(fingerprint)
-        loaded = None if st is None else state_to_carry(st, like)
+        if st is not None:
+            loaded, factor = state_to_carry(st, like), str(st.get("factor_pass", GRAM))
     if n_proc == 1:
-        return (like, False) if loaded is None else (loaded, True)
+        return (like, False, GRAM) if loaded is None else (loaded, True, factor)
     from jax.experimental import multihost_utils
 
-    flag = multihost_utils.broadcast_one_to_all(np.int32(loaded is not None))
+    flag = multihost_utils.broadcast_one_to_all(np.int32(0 if loaded is None else 1 if factor == GRAM else 2))
     if not int(flag):
-        return like, False
+        return like, False, GRAM
     src = loaded if loaded is not None else like
     got = multihost_utils.broadcast_one_to_all(jax.tree.map(np.asarray, src))
-    return jax.tree.map(np.asarray, got), True
+    return jax.tree.map(np.asarray, got), True, GRAM if int(flag) == 1 else QR
 
 
 # -- running --------------------------------------------------------------------------------
@@ -436,30 +523,41 @@ def run_sharded(
     settings = as_settings(options, p0.shape[0])
     args_data = (data.x, data.y) + (() if data.sigma is None else (data.sigma,))
     carry = initial_carry(p0, lower, upper, settings)
-    resumed = False
+    resumed, factor = False, GRAM
     if checkpoint is not None:
-        carry, resumed = _load_for_all(checkpoint, fingerprint, carry)
+        carry, resumed, factor = _load_for_all(checkpoint, fingerprint, carry)
     cap = int(settings.max_nfev) + 1
     step = cap if checkpoint is None else max(1, int(every or 1))
     n_valid, f_scale = np.int64(data.n_valid), np.float64(options.f_scale)
-    exe, compile_s = _compile(fn, options.loss, data, (carry, p0, lower, upper, settings, f_scale, n_valid,
-                                                        np.int32(0)) + args_data)
+
+    def segment_start():  # the QR segments start from the point the fit switched at
+        return p0 if factor == GRAM else np.asarray(carry.state.p)
+
+    compile_s = 0.0
+    exe = None
     t0 = time.perf_counter()
     saves = 0
-    while True:  # bounded: every segment adds >= 1 pass or stops the fit
+    while True:  # bounded: every segment adds >= 1 pass, switches pass (once) or stops the fit
+        if exe is None:
+            exe, c_s = _compile(fn, options.loss, data, (carry, segment_start(), lower, upper, settings, f_scale,
+                                                         n_valid, np.int32(0)) + args_data, factor)
+            compile_s += c_s
         nfev = int(np.asarray(carry.state.nfev))
         stop = np.int32(min(cap, nfev + step))
-        out, sst = exe(carry, p0, lower, upper, settings, f_scale, n_valid, stop, *args_data)
+        out, sst = exe(carry, segment_start(), lower, upper, settings, f_scale, n_valid, stop, *args_data)
         carry, sst = _to_host((out, sst))
+        switch = factor == GRAM and int(carry.state.status) == RUNNING and bool(carry.state.gram_ill)
+        if switch:  # the normal equations lost too many digits: continue on the TSQR factor of J
+            carry, factor, exe = switch_to_qr(carry), QR, None
         done = int(carry.state.status) != RUNNING or int(carry.state.nfev) >= cap
         if checkpoint is not None and jax.process_index() == 0:
-            checkpoint.save(carry_to_state(carry), fingerprint=fingerprint)
+            checkpoint.save(carry_to_state(carry, factor), fingerprint=fingerprint)
             saves += 1
         if progress is not None:
             n_chunks = max(1, -(-data.n_valid // max(1, data.tile)))
             progress(ProgressEvent("pass", int(carry.state.nfev), n_chunks - 1, n_chunks,
                                    float(carry.state.neq.cost), int(carry.state.nit)))
-        if done or int(carry.state.nfev) <= nfev:
+        if done or (int(carry.state.nfev) <= nfev and not switch):
             break
     run_s = time.perf_counter() - t0
     result = build_result(
@@ -486,7 +584,7 @@ def fit_sharded_arrays(fn, x, y, sigma, p0, lower, upper, options: SolverOptions
 
 
 __all__ = [
-    "AXIS", "Execution", "ShardedData", "plan_devices", "shard_layout", "make_mesh", "lay_out_rows",
+    "AXIS", "Execution", "ShardedData", "plan_devices", "per_device_batch", "shard_layout", "make_mesh", "lay_out_rows",
     "lay_out_arrays", "run_sharded", "fit_sharded_arrays", "drive_segment", "initial_carry",
     "carry_to_state", "state_to_carry", "MIN_ROWS_PER_DEVICE",
 ]

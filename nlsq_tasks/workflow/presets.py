@@ -95,6 +95,9 @@ with warnings.catch_warnings():
         f_scale: float = Field(1.0, gt=0.0, allow_inf_nan=False)
         # At most this many devices for one fit's passes (None: every visible one).
         devices: Optional[StrictInt] = Field(None, ge=1)
+        # At most this many points per tile each device folds in a sharded fit (None: the
+        # MultiGPUConfig's per_device_batch_size on GPUs, else the strategy's tile).
+        per_device_batch: Optional[StrictInt] = Field(None, ge=1)
 
         @model_validator(mode="before")
         @classmethod

@@ -44,6 +44,37 @@ def test_four_devices_match_one_device(four_devices, strategy):
     assert "4 cpu device(s)" in r["report"] and "rows per device" in r["report"]
 
 
+def test_an_ill_conditioned_fit_switches_to_the_qr_pass_on_four_devices(four_devices):
+    """As on one device: the normal equations until they are too ill-conditioned, then the
+    TSQR factor of J (each device's tiles, the device factors folded in device order)."""
+    r = four_devices["ill_conditioned"]
+    assert r["n_devices"] == 4
+    assert r["gram_sharded"] and r["qr_sharded"] and r["qr_one"]
+    assert r["status"][0] == r["status"][1] and r["status"][0] != "MAX_NFEV"
+    assert r["nfev"][0] == r["nfev"][1]
+    # the QR factors are folded in another grouping than one device's tiles: equal to
+    # roundoff, which cond(J) ~ 1.4e6 amplifies in popt (measured 1e-9 relative), not in the cost
+    np.testing.assert_allclose(r["cost"][0], r["cost"][1], rtol=1e-12)
+    np.testing.assert_allclose(r["sharded"], r["one"], rtol=1e-8)
+
+
+def test_the_per_device_batch_is_capped_by_a_request_and_the_device_count_changes_no_bit(four_devices):
+    b = four_devices["batch"]
+    assert b["plan"] == 2048  # the request's overrides.per_device_batch, through its preset, in the plan
+    four, two = b["execution"]
+    assert (four["n_devices"], two["n_devices"]) == (4, 2)
+    assert four["per_device_batch"] == two["per_device_batch"] == 2048
+    assert "capped to 2,048 by per_device_batch=2048" in four["reason"]
+    assert four["rows_per_device"] % 2048 == 0 and two["rows_per_device"] % 2048 == 0  # whole tiles
+    # the same tiles folded in the same order: bit-identical on 2 and 4 devices
+    assert b["popt"][0] == b["popt"][1] and b["cost"][0] == b["cost"][1] and b["pcov"][0] == b["pcov"][1]
+    assert b["nfev"][0] == b["nfev"][1]
+    np.testing.assert_allclose(b["popt"][0], b["popt"][2], rtol=1e-12)  # and the uncapped batch's fit
+    # without a cap (CPU devices, no MultiGPUConfig): the strategy's tile, whatever the count
+    assert four_devices["standard"]["execution"]["per_device_batch"] == 8192
+    assert four_devices["chunked"]["execution"]["per_device_batch"] == 4096
+
+
 def test_each_device_holds_only_its_rows(four_devices):
     shards = four_devices["shards"]
     assert len({d for d, _ in shards}) == 4
