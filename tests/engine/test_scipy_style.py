@@ -500,6 +500,33 @@ class TestCurveFit:
         _, ref = scipy_fit(func, xdata, ydata)
         assert_allclose(res, ref, rtol=1e-4)
 
+    @pytest.mark.parametrize("with_jac", [False, True])
+    def test_gh13670_the_solver_never_repeats_a_call(self, with_jac):
+        # SciPy (gh-13670): the model and jac are never called twice in a row at the same
+        # parameters. Ours: the solver never does; the front door, on a NumPy model's first
+        # fit, evaluates it at p0 on the whole data, on 8 points (is it pointwise?) and the
+        # solver's first pass is at p0 again, so repeats happen at p0 only.
+        rng = np.random.default_rng(8250058582555444926)
+        x = np.linspace(0, 3, 101)
+        y = 2 * x + 1 + rng.normal(size=101) * 0.5
+        p0 = (1.0, 5.0)
+        calls = {"f": [], "jac": []}
+
+        def line(x, *p):  # NumPy only (float() of each parameter): a host model
+            calls["f"].append(tuple(float(v) for v in p))
+            return np.asarray(x) * p[0] + p[1]
+
+        def jac(x, *p):
+            calls["jac"].append(tuple(float(v) for v in p))
+            return np.array([x, np.ones_like(x)]).T
+
+        popt, _ = curve_fit(line, x, y, np.array(p0), method="lm", **({"jac": jac} if with_jac else {}))
+        assert_allclose(popt, np.polyfit(x, y, 1), rtol=1e-7)
+        for name, seen in calls.items():
+            repeats = [a for a, b in zip(seen, seen[1:]) if a == b]
+            assert set(repeats) <= {p0}, (name, repeats)
+            assert len(seen) > 2 or (name == "jac" and not with_jac)
+
     @pytest.mark.parametrize("method", ["trf", "dogbox"])
     def test_gh20155_error_mentions_p0(self, method):
         with pytest.raises(ValueError, match="Initial guess is outside of provided bounds"):
