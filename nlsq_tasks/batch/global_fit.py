@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..engine._compiler import COMPILER_OPTIONS
 from .. import _validate as V
 from .._fit_options import SOLVER_OPTIONS, FitOptions
 from .._plan import UNBOUNDED, make_plan, model_fn, resolve_model_spec
@@ -132,7 +133,7 @@ def _global_solver(fn, loss: str, tile: int, gidx: np.ndarray, n_total: int):
         sst = jnp.sum(jnp.where(mask, (y - mean) ** 2, 0.0))
         return state, sst
 
-    return jax.jit(run)
+    return jax.jit(run, compiler_options=COMPILER_OPTIONS)
 
 
 def fit_global(

@@ -20,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._compiler import COMPILER_OPTIONS
 from . import normal_eqs as _ne
 from . import trust_region as _tr
 from .passes import ChunkPartial, LeastSquaresFactorPass, NormalEquationsPass, SourceExecutor, merge_moments, zeros
@@ -72,17 +73,17 @@ def check_chunk(chunk: Chunk, j: int, source: ChunkSource, offset: int) -> None:
         raise ChunkError(f"chunk {j}: sigma={float(np.asarray(s)[bad])} at point {offset + bad}; sigma must be > 0.")
 
 
-@functools.partial(jax.jit, static_argnums=(1,))
+@functools.partial(jax.jit, static_argnums=(1,), compiler_options=COMPILER_OPTIONS)
 def _schedule_and_propose(state, k, lower, upper, settings):
     sched = _tr.radius_schedule(state, k, lower, upper, settings)
     props = jax.vmap(_tr.tr_propose, in_axes=(0, None, None, None))(sched, lower, upper, settings)
     return sched, props
 
 
-_tr_init = jax.jit(_tr.tr_init)
+_tr_init = jax.jit(_tr.tr_init, compiler_options=COMPILER_OPTIONS)
 _continue = jax.jit(lambda p, neq, lower, upper, settings, before: _tr.continue_state(
-    _tr.tr_init(p, neq, lower, upper, settings), before))
-_tr_update = jax.jit(_tr.tr_update)
+    _tr.tr_init(p, neq, lower, upper, settings), before), compiler_options=COMPILER_OPTIONS)
+_tr_update = jax.jit(_tr.tr_update, compiler_options=COMPILER_OPTIONS)
 
 
 def _index(tree, i):

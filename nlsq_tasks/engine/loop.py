@@ -37,14 +37,13 @@ from jax import lax
 
 from .progress import ProgressEvent
 from .normal_eqs import NormalEquations, centered_sum_squares, zero_normal_eqs
+from ._compiler import COMPILER_OPTIONS
 from .passes import Layout, LeastSquaresFactorPass, NormalEquationsPass, in_graph_executor
 from .passes import bucket_size as bucket_size  # noqa: F401  (re-exported: the loop's size buckets)
 from .trust_region import RUNNING, TRSettings, TRState, continue_state, tr_init, tr_propose, tr_update
 
 _CACHE_SIZE = 64
-# The p x p trust-region logic is many tiny kernels; LLVM's expensive passes buy nothing
-# there and cost seconds of compile time (measured: same run time, ~40% less compile).
-_COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}
+_COMPILER_OPTIONS = COMPILER_OPTIONS  # (older imports)
 
 
 class LoopOutput(NamedTuple):

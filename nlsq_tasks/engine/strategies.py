@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ._compiler import COMPILER_OPTIONS
 from .finalize import build_result
 from .loop import LoopOutput, run_loop, solve
 from .options import SolverOptions
@@ -93,7 +94,7 @@ def _batched_solver(fn, loss: str, tile: int):
     def one(p0, lower, upper, x, y, sigma, n_valid, f_scale, settings):
         return solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, settings)
 
-    return jax.jit(jax.vmap(one, in_axes=(0,) + (None,) * 8))
+    return jax.jit(jax.vmap(one, in_axes=(0,) + (None,) * 8), compiler_options=COMPILER_OPTIONS)
 
 
 def solve_batch(fn, x, y, sigma, starts, lower, upper, options: SolverOptions) -> LoopOutput:

@@ -28,6 +28,7 @@ from typing import Callable, Iterator, NamedTuple, Protocol
 import jax
 import numpy as np
 
+from .._compiler import COMPILER_OPTIONS
 from ..sources import Chunk, ChunkSource, n_chunks
 from .in_memory import tiled_pass
 from .reductions import Reduction, stacked_combine
@@ -89,7 +90,7 @@ def zeros(reduction: Reduction, k: int, n_params: int):
 
 @functools.lru_cache(maxsize=32)
 def stacked_combine_jit(reduction: Reduction):
-    return jax.jit(stacked_combine(reduction))
+    return jax.jit(stacked_combine(reduction), compiler_options=COMPILER_OPTIONS)
 
 
 @functools.lru_cache(maxsize=32)
@@ -106,7 +107,7 @@ def _chunk_fn(reduction: Reduction, tile: int):
     def one(p, x, y, s, n_valid, f_scale):
         return tiled_pass(reduction, p, x, y, s, n_valid, tile, f_scale)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None, None)))
+    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None, None, None)), compiler_options=COMPILER_OPTIONS)
 
 
 def pad_chunk(chunk: Chunk, m: int):
