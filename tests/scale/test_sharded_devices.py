@@ -113,3 +113,47 @@ def test_devices_must_be_a_positive_count():
 def test_caps_from_the_fit_call_and_from_a_request(four_devices):
     assert four_devices["cap_kwarg"] == 2  # devices=2 on a 4-device process
     assert four_devices["cap_request"] == 3  # a flow request's overrides.devices, through its preset
+
+
+def _sum6(x, a0, a1, a2, a3, a4, a5):
+    return sum(a * jnp.exp(-0.1 * i * x) for i, a in enumerate((a0, a1, a2, a3, a4, a5)))
+
+
+def test_a_checkpointed_sharded_fit_resumes_on_the_qr_pass_to_the_same_bits():
+    """The multi-process driver's checkpointed loop (here on a one-device mesh): a fit that
+    switched to the TSQR pass and was killed resumes on that pass, bit-identically."""
+    from nlsq_tasks.engine.checkpoint import MemoryCheckpointSink
+    from nlsq_tasks.engine.options import SolverOptions
+
+    rng = np.random.default_rng(1)
+    x = np.linspace(0.0, 5.0, 4096)
+    y = _sum6(x, *rng.uniform(0.5, 2.0, 6)) + 0.01 * rng.standard_normal(x.size)
+    ex = sharded.Execution("cpu", "cpu", 1, 1, 4096, 1024, True, "a one-device mesh, for the checkpointed loop")
+    data = sharded.lay_out_arrays(x, y, None, ex)
+    args = (_sum6, data, np.ones(6), np.full(6, -np.inf), np.full(6, np.inf), SolverOptions(), list("abcdef"))
+
+    class Recording(MemoryCheckpointSink):
+        def __init__(self, crash_after=None):
+            super().__init__(keep_last=100)
+            self.passes, self.crash_after = [], crash_after
+
+        def save(self, state, *, fingerprint):
+            if self.crash_after is not None and len(self.passes) >= self.crash_after:
+                raise RuntimeError("killed")
+            self.passes.append(state["factor_pass"])
+            super().save(state, fingerprint=fingerprint)
+
+    whole = Recording()
+    ref = sharded.run_sharded(*args, strategy="standard", execution=ex, checkpoint=whole, fingerprint="sum6")
+    # the first pass (normal equations) found them ill-conditioned: every save is on the QR pass
+    assert whole.passes and set(whole.passes) == {sharded.QR}
+    switched = whole.passes.index(sharded.QR)
+    for crash_after in (switched + 1, switched + 2):  # killed right at the switch, and one QR pass later
+        sink = Recording(crash_after)
+        with pytest.raises(RuntimeError, match="killed"):
+            sharded.run_sharded(*args, strategy="standard", execution=ex, checkpoint=sink, fingerprint="sum6")
+        sink.crash_after = None
+        res = sharded.run_sharded(*args, strategy="standard", execution=ex, checkpoint=sink, fingerprint="sum6")
+        assert res.checkpoints["resumed"]
+        np.testing.assert_array_equal(res.popt, ref.popt)
+        assert (res.nfev, res.cost, res.status) == (ref.nfev, ref.cost, ref.status)
