@@ -51,6 +51,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ..strategies import get_strategy, strategy_names
+from ._compiler import COMPILER_OPTIONS
 from .progress import ProgressEvent
 from .finalize import build_result
 from .loop import drive_from
@@ -412,7 +413,6 @@ def _sharded_sst(mesh: Mesh):
 _compiled: dict[Any, Any] = {}
 _compiled_lock = threading.Lock()
 _COMPILED_MAX = 32
-_COMPILER_OPTIONS = {"xla_llvm_disable_expensive_passes": True}  # as loop.py: p x p work, same speed
 
 
 def _segment_program(fn, loss: str, tile: int, mesh: Mesh, x_ndim: int, has_sigma: bool, factor: str = GRAM):
@@ -443,7 +443,7 @@ def _compile(fn, loss: str, data: "ShardedData", args, factor: str = GRAM) -> tu
         return exe, 0.0
     t0 = time.perf_counter()
     prog = _segment_program(fn, loss, int(data.tile), data.mesh, data.x.ndim, data.sigma is not None, factor)
-    exe = prog.lower(*args).compile(compiler_options=_COMPILER_OPTIONS)
+    exe = prog.lower(*args).compile(compiler_options=COMPILER_OPTIONS)
     compile_s = time.perf_counter() - t0
     with _compiled_lock:
         if len(_compiled) >= _COMPILED_MAX:
