@@ -21,8 +21,12 @@ venv: $(STAMP)
 run: venv
 	$(VENV)/bin/nlsq-flow demo
 
+# Worker processes for the suite (pytest-xdist); a test file runs whole on one worker, so its
+# module fixtures (the NIST fits, a Prefect harness) are built once.
+TEST_WORKERS ?= 2
+
 test: venv
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=25 tests
 
 # The Prefect UI in headless Chromium (2-4 minutes; not part of `make test`). Needs Debian's
 # browser: apt-get install -y chromium. Refreshes docs/screenshots.

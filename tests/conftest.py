@@ -10,3 +10,7 @@ import os
 import tempfile
 
 os.environ.setdefault("NLSQ_STORAGE_ROOTS", ",".join([os.getcwd(), os.path.realpath(tempfile.gettempdir())]))
+
+
+# Summaries printed at the end of the run (the NIST LRE table): see run_summary.py.
+from run_summary import pytest_configure, pytest_terminal_summary  # noqa: E402,F401  (pytest hooks)

@@ -16,12 +16,13 @@ import pytest
 import nlsq_tasks  # noqa: F401  (float64)
 from nlsq_tasks import fit
 
+from run_summary import write_summary_section  # tests/ is on sys.path (tests/conftest.py)
 from nist import MODELS, available, lre, parse_dat  # tests/engine is on sys.path (rootdir import mode)
 
 FILES = available()
 pytestmark = pytest.mark.skipif(len(FILES) == 0, reason="NIST data folder (../shared/data/nist) not present")
 
-ROWS: dict[tuple[str, str], dict] = {}  # (problem, start) -> row, read by conftest's terminal summary
+ROWS: dict[tuple[str, str], dict] = {}  # (problem, start) -> row
 
 
 def _fit(problem, start):
@@ -30,19 +31,8 @@ def _fit(problem, start):
     return res
 
 
-class _SummaryPlugin:
-    """Prints the LRE table in pytest's terminal summary (visible without -s)."""
-
-    def pytest_terminal_summary(self, terminalreporter):
-        if ROWS:
-            terminalreporter.write_sep("=", "NIST StRD accuracy")
-            terminalreporter.write_line(format_table(ROWS))
-
-
 @pytest.fixture(scope="module")
-def results(request):
-    if not request.config.pluginmanager.has_plugin("nist-lre-summary"):
-        request.config.pluginmanager.register(_SummaryPlugin(), "nist-lre-summary")
+def results():
     out = {}
     for path in FILES:
         prob = parse_dat(path)
@@ -58,6 +48,7 @@ def results(request):
             out[(prob.name, label)] = row
             ROWS[(prob.name, label)] = row
     print("\n" + format_table(ROWS))
+    write_summary_section("NIST StRD accuracy", format_table(ROWS))  # printed at the end of the run
     return out
 
 
