@@ -36,7 +36,7 @@ import numpy as np
 from jax import lax
 
 from .progress import ProgressEvent
-from .normal_eqs import NormalEquations, centered_sum_squares, zero_normal_eqs
+from .normal_eqs import Factored, NormalEquations, as_factor, centered_sum_squares, zero_normal_eqs
 from ._compiler import COMPILER_OPTIONS
 from .passes import Layout, LeastSquaresFactorPass, NormalEquationsPass, in_graph_executor
 from .passes import bucket_size as bucket_size  # noqa: F401  (re-exported: the loop's size buckets)
@@ -146,7 +146,7 @@ def drive_from(evaluate, carry, p0, lower, upper, settings: TRSettings, stop_nfe
     def body(carry):
         s, started = carry
         prop = tr_propose(s, lower, upper, settings)
-        neq = evaluate(jnp.where(started, prop.p_trial, p0))
+        neq = Factored(*as_factor(evaluate(jnp.where(started, prop.p_trial, p0))))  # once, for both branches
         s = lax.cond(
             started,
             lambda: tr_update(s, prop, neq, lower, upper, settings),

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.scipy.linalg import solve_triangular
 
+from . import small_linalg
 from .loss import loss_terms
 
 
@@ -280,7 +281,7 @@ def gram_factor(neq: NormalEquations):
     s = jnp.where(dg > 0, 1.0 / jnp.sqrt(jnp.where(dg > 0, dg, 1.0)), 1.0)
     b = jtj * s[:, None] * s[None, :]
     finite = jnp.all(jnp.isfinite(b))
-    lam, vec = jnp.linalg.eigh(jnp.where(finite, 0.5 * (b + b.T), jnp.eye(b.shape[0], dtype=b.dtype)))
+    lam, vec = small_linalg.eigh(jnp.where(finite, 0.5 * (b + b.T), jnp.eye(b.shape[0], dtype=b.dtype)))
     lam_max = jnp.max(lam)
     keep = lam > EPS_GRAM * jnp.maximum(lam_max, 0.0)
     root = jnp.sqrt(jnp.where(keep, lam, 0.0))
@@ -294,8 +295,18 @@ def gram_factor(neq: NormalEquations):
 EPS_GRAM = float(jnp.finfo(jnp.float64).eps) * 10.0
 
 
+class Factored(NamedTuple):
+    """A pass result already factored by :func:`as_factor` (so that a loop whose body hands
+    it to both branches of a ``lax.cond``, which ``vmap`` evaluates both of, factors once)."""
+
+    factor: LeastSquaresFactor
+    ill: jnp.ndarray
+
+
 def as_factor(neq):
-    """``(factor, ill_conditioned)`` of either pass result."""
+    """``(factor, ill_conditioned)`` of either pass result (or of a :class:`Factored`)."""
+    if isinstance(neq, Factored):
+        return neq.factor, neq.ill
     if isinstance(neq, LeastSquaresFactor):
         return neq, jnp.asarray(False)
     return gram_factor(neq)

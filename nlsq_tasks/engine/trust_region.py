@@ -70,6 +70,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from . import small_linalg
 from .normal_eqs import LeastSquaresFactor, NormalEquations, as_factor, householder_r, is_finite
 from .options import SolverOptions
 from .status import FitStatus
@@ -214,7 +215,7 @@ def _solve_subproblem(s, uf, delta, alpha0, n_rows):
     step's coefficients in the ``V`` basis and the LM parameter alpha."""
     n_params = s.shape[0]
     suf = s * uf
-    full_rank = (n_rows >= n_params) & (s[-1] > EPS * n_rows * s[0])
+    full_rank = (n_rows >= n_params) & (jnp.min(s) > EPS * n_rows * jnp.max(s))  # s may be unsorted
     safe_s = jnp.where(s > 0, s, 1.0)
     c_gn = jnp.where(s > 0, -uf / safe_s, 0.0)
     gn_inside = full_rank & (_norm(c_gn) <= delta)
@@ -390,10 +391,10 @@ def tr_propose(state: TRState, lower, upper, options) -> Proposal:
     g_h = d * state.neq.grad
     b_aug, uf, n_rows = _augmented(state.neq, d, diag_h)
     b_safe = jnp.where(jnp.all(jnp.isfinite(b_aug)), b_aug, jnp.eye(b_aug.shape[0], dtype=b_aug.dtype))
-    u, sv, vt = jnp.linalg.svd(b_safe, full_matrices=False)
+    u, sv, vt = small_linalg.svd(b_safe)
     theta = jnp.maximum(0.995, 1.0 - g_norm)
-    coef, alpha = _solve_subproblem(sv, u.T @ uf, state.radius, state.alpha, n_rows)
-    p_h = vt.T @ coef
+    coef, alpha = _solve_subproblem(sv, jnp.sum(u * uf[:, None], axis=0), state.radius, state.alpha, n_rows)
+    p_h = jnp.sum(vt * coef[:, None], axis=0)
     step, step_h, predicted = _select_step(state.p, b_aug, g_h, d * p_h, p_h, d, state.radius, lower, upper, theta)
     return Proposal(_strictly_feasible(state.p + step, lower, upper), step, step_h, predicted, alpha)
 
