@@ -145,6 +145,7 @@ def fit_batch(
     result.blocks = blocks
     result.notes = list(dict.fromkeys(notes))
     result.timings = {"prepare": t_prep, **timings, "total": time.perf_counter() - t0}
+    _warn_undetermined(result)
     return result
 
 
@@ -263,13 +264,15 @@ def _assemble(out, stack: Stack, names, lower, upper, tols, options, absolute_si
     status = np.asarray(s.status, np.int64).copy()
     status[status == int(FitStatus.RUNNING)] = int(FitStatus.MAX_NFEV)  # the loop only exits stopped; be explicit
     n_points = np.rint(np.asarray(neq.count)).astype(np.int64)
-    pcov = batched_covariance(np.asarray(neq.JtJ), np.asarray(neq.cost), n_points, bool(absolute_sigma))
+    pcov, undetermined, condition = batched_covariance(np.asarray(neq.R), np.asarray(neq.cost), n_points,
+                                                       bool(absolute_sigma))
     popt = np.array(s.p, np.float64)
     bad = sorted(stack.errors)
     if bad:
         status[bad] = int(FitStatus.INVALID_INPUT)
         popt[bad] = np.nan
         pcov[bad] = np.nan
+        undetermined[bad] = False
     return BatchFitResult(
         param_names=list(names), popt=popt, pcov=pcov, status=status,
         nfev=np.asarray(s.nfev, np.int64), njev=np.asarray(s.njev, np.int64), nit=np.asarray(s.nit, np.int64),
@@ -277,5 +280,23 @@ def _assemble(out, stack: Stack, names, lower, upper, tols, options, absolute_si
         ssr=np.asarray(neq.ssr, np.float64), sst=np.asarray(out.sst, np.float64), n_points=n_points,
         grad_norm=np.asarray(s.g_norm, np.float64), lower=np.asarray(lower, np.float64),
         upper=np.asarray(upper, np.float64), n_omitted=stack.omitted.copy(), errors=dict(stack.errors),
-        labels=labels, loss=options.loss, tolerances=tols,
+        labels=labels, loss=options.loss, tolerances=tols, undetermined=undetermined, condition=condition,
     )
+
+
+def _warn_undetermined(result: BatchFitResult) -> None:
+    """One OptimizeWarning for the batch (not K), naming fits and parameters whose
+    variances are inf because the data do not determine them (each fit's own warnings and
+    the table's warnings column say it per fit)."""
+    import warnings
+
+    from .._warnings import optimize_warning
+
+    rows = np.flatnonzero(result.undetermined.any(axis=1)) if result.undetermined is not None else []
+    if len(rows) == 0:
+        return
+    labels = result.labels if result.labels is not None else [str(i) for i in range(len(result))]
+    shown = "; ".join(f"{labels[i]}: {result.undetermined_names(i)}" for i in rows[:5])
+    more = f" (and {len(rows) - 5} more)" if len(rows) > 5 else ""
+    warnings.warn(f"{len(rows)} of {len(result)} fits have parameters not determined by the data (their variances "
+                  f"are inf): {shown}{more}.", optimize_warning(), stacklevel=3)

@@ -25,30 +25,36 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..engine.covariance import NULL_WEIGHT
+from ..engine.finalize import undetermined_note
 from ..engine.result import FitResult, FitStatistics
 from ..engine.status import FitStatus
 
 EPS = np.finfo(np.float64).eps
 
 
-def batched_covariance(jtj: np.ndarray, cost: np.ndarray, n_points: np.ndarray, absolute_sigma: bool) -> np.ndarray:
-    """``pcov`` of every fit (``jtj`` is ``(K, P, P)``), as :func:`~nlsq_tasks.engine.covariance.covariance`."""
-    jtj = np.asarray(jtj, np.float64)
-    k, p, _ = jtj.shape
-    finite = np.all(np.isfinite(jtj), axis=(1, 2))
-    safe = np.where(finite[:, None, None], jtj, np.eye(p))
-    diag = np.diagonal(safe, axis1=1, axis2=2)
-    s = np.where(diag > 0, 1.0 / np.sqrt(np.where(diag > 0, diag, 1.0)), 1.0)
-    b = safe * s[:, :, None] * s[:, None, :]
-    b = 0.5 * (b + np.swapaxes(b, 1, 2))
-    lam, vec = np.linalg.eigh(b)
-    sv = np.sqrt(np.maximum(lam, 0.0))
-    top = sv.max(axis=1, keepdims=True)
-    cut = EPS * np.maximum(np.asarray(n_points, np.float64), p)[:, None] * top
-    keep = (sv > cut) & (top > 0)
-    w = np.where(keep, 1.0 / np.where(keep, lam, 1.0), 0.0)
-    binv = np.einsum("kij,kj,klj->kil", vec, w, vec)
-    pcov = binv * s[:, :, None] * s[:, None, :]
+def batched_covariance(r: np.ndarray, cost: np.ndarray, n_points: np.ndarray, absolute_sigma: bool):
+    """``(pcov (K, P, P), undetermined (K, P) bool, condition (K,))`` of every fit, from the
+    loop's factors ``r`` (``(K, P, P)``, :math:`R^T R = J^T J`), exactly as
+    :func:`~nlsq_tasks.engine.covariance.covariance` builds them for one fit (the same
+    equilibrated SVD, cut-off and :data:`~nlsq_tasks.engine.covariance.NULL_WEIGHT` rule),
+    one stacked LAPACK call for all fits: a parameter in a dropped singular direction is
+    undetermined, and its row and column of ``pcov`` are inf."""
+    r = np.asarray(r, np.float64)
+    k, p, _ = r.shape
+    finite = np.all(np.isfinite(r), axis=(1, 2))
+    safe = np.where(finite[:, None, None], r, np.eye(p))
+    col = np.sqrt(np.sum(safe * safe, axis=1))
+    s = np.where(col > 0, 1.0 / np.where(col > 0, col, 1.0), 1.0)
+    _, sv, vt = np.linalg.svd(safe * s[:, None, :])
+    top = sv[:, :1]
+    n = np.maximum(np.asarray(n_points, np.float64), p)
+    keep = (sv > EPS * n[:, None] * top) & (top > 0)
+    w = np.where(keep, 1.0 / np.where(keep, sv, 1.0) ** 2, 0.0)
+    pcov = np.einsum("kji,kj,kjl->kil", vt, w, vt) * s[:, :, None] * s[:, None, :]
+    undetermined = np.any((~keep)[:, :, None] & (np.abs(vt) > NULL_WEIGHT), axis=1) & finite[:, None]
+    with np.errstate(divide="ignore"):
+        condition = np.where(sv[:, -1] > 0, sv[:, 0] / np.where(sv[:, -1] > 0, sv[:, -1], 1.0), np.inf)
     bad = ~finite | np.isnan(pcov).any(axis=(1, 2))
     if not absolute_sigma:
         n = np.asarray(n_points, np.float64)
@@ -57,7 +63,8 @@ def batched_covariance(jtj: np.ndarray, cost: np.ndarray, n_points: np.ndarray, 
         with np.errstate(invalid="ignore"):
             pcov = pcov * factor[:, None, None]
         pcov = np.where(dof_ok[:, None, None], pcov, np.inf)
-    return np.where(bad[:, None, None], np.inf, pcov)
+    pcov = np.where(undetermined[:, :, None] | undetermined[:, None, :], np.inf, pcov)
+    return np.where(bad[:, None, None], np.inf, pcov), undetermined, condition
 
 
 @dataclass
@@ -87,6 +94,20 @@ class BatchFitResult:
     timings: dict[str, float] = field(default_factory=dict)
     blocks: dict[str, Any] = field(default_factory=dict)  # how the batch was split (block size, devices)
     notes: list[str] = field(default_factory=list)
+    undetermined: np.ndarray | None = None  # (K, P): parameters the data of fit i do not determine (inf variance)
+    condition: np.ndarray | None = None  # (K,): condition number of each fit's column-equilibrated J
+
+    def undetermined_names(self, i: int) -> list[str]:
+        """The parameters fit ``i``'s data do not determine (their variances are inf)."""
+        if self.undetermined is None:
+            return []
+        return [n for n, u in zip(self.param_names, self.undetermined[int(i)]) if u]
+
+    def _undetermined_note(self, i: int) -> str | None:
+        names = self.undetermined_names(i)
+        if not names or i in self.errors:
+            return None
+        return undetermined_note(names, float(self.condition[i]) if self.condition is not None else float("inf"))
 
     @classmethod
     def failed(cls, labels: Sequence[str], errors: Sequence[str], param_names: Sequence[str], loss: str = "linear") -> "BatchFitResult":
@@ -179,6 +200,9 @@ class BatchFitResult:
             strategy_reason=f"fit {i} of a batch of {len(self)} (one compiled vmap over data sets)",
             tolerances=tol, loss=self.loss,
         )
+        note = self._undetermined_note(i)
+        if note:  # as a single fit's result says it
+            res.extra_warnings.append(note)
         if self.n_omitted[i]:
             res.extra_warnings.append(f"nan_policy='omit' dropped {int(self.n_omitted[i])} point(s) with NaN or inf.")
         if i in self.errors:
@@ -205,6 +229,11 @@ class BatchFitResult:
         for i in np.flatnonzero(~np.all(np.isfinite(self.pcov), axis=(1, 2))):
             if int(i) not in self.errors:
                 out[i].append("The covariance is singular; pcov holds inf.")
+        if self.undetermined is not None:
+            for i in np.flatnonzero(self.undetermined.any(axis=1)):
+                note = self._undetermined_note(int(i))
+                if note:
+                    out[i].append(note)
         for i in np.flatnonzero(self.n_omitted):
             out[i].append(f"nan_policy='omit' dropped {int(self.n_omitted[i])} point(s) with NaN or inf.")
         return ["; ".join(w) for w in out]

@@ -56,9 +56,7 @@ def build_result(
         pcov = cov.pcov
     notes = []
     if cov is not None and cov.undetermined:
-        names = [param_names[i] for i in cov.undetermined]
-        notes.append(f"Parameters {names} are not determined by the data (the Jacobian is rank-deficient or numerically "
-                     f"singular, condition number {cov.condition:.3g}): their variances are inf.")
+        notes.append(undetermined_note([param_names[i] for i in cov.undetermined], cov.condition))
     if status == FitStatus.MAX_NFEV:
         notes.append(f"Stopped at the evaluation limit (max_nfev={options.max_evaluations(p)}, {int(state.nfev)} "
                      f"evaluations) with gradient norm {float(state.g_norm):.3g} (gtol={options.gtol:g}): not converged; "
@@ -82,6 +80,12 @@ def build_result(
         loss=options.loss,
         extra_warnings=notes,
     )
+
+
+def undetermined_note(names: list[str], condition: float) -> str:
+    """The note (and OptimizeWarning) naming parameters the data do not determine."""
+    return (f"Parameters {names} are not determined by the data (the Jacobian is rank-deficient or numerically "
+            f"singular, condition number {condition:.3g}): their variances are inf.")
 
 
 def emit_warnings(result: FitResult) -> None:

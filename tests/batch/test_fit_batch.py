@@ -165,3 +165,36 @@ def test_two_local_devices_split_the_fits_and_change_nothing():
     assert got["blocks"]["devices"] == 2 and got["blocks"]["block_size"] == 4 and got["blocks"]["n_blocks"] == 2
     here = fit_batch(decay, x, y, p0=[1.0, 1.0, 0.0])
     assert _close(np.asarray(got["popt"]), here.popt) < RTOL
+
+
+def _step_decay(x, a, b, c):
+    return a * jnp.exp(-b * x) + c * jnp.where(x > 5.0, 1.0, 0.0)  # c acts only beyond x = 5
+
+
+def test_undetermined_parameters_get_inf_and_are_named_per_fit():
+    """Issue 11 item 3 in a batch: set 0's x stops before c acts (its column of J is zero),
+    set 1's does not. Set 0 gets inf for c's variance (a and b stay finite) and names c in
+    its warnings, its table row and one OptimizeWarning, as fit() does alone; set 1 is clean."""
+    import warnings
+
+    rng = np.random.default_rng(7)
+    xs = [np.linspace(0.0, 4.0, 60), np.linspace(0.0, 10.0, 60)]
+    ys = [np.asarray(_step_decay(x, 2.0, 1.1, 0.7)) + 0.01 * rng.standard_normal(x.size) for x in xs]
+    with pytest.warns(Warning, match=r"1 of 2 fits have parameters not determined.*short: \['c'\]"):
+        batch = fit_batch(_step_decay, xs, ys, p0=[1.0, 1.0, 0.5], labels=["short", "long"])
+    assert batch.undetermined_names(0) == ["c"] and batch.undetermined_names(1) == []
+    assert np.isinf(batch.pcov[0][2]).all() and np.isinf(batch.pcov[0][:, 2]).all()
+    assert np.isfinite(batch.pcov[0][:2, :2]).all() and np.isfinite(batch.pcov[1]).all()
+    table = batch.to_table()
+    assert "['c']" in table["warnings"][0] and "not determined" not in table["warnings"][1]
+    assert np.isinf(table["c_stderr"][0]) and np.isfinite(table["a_stderr"][0])
+    with pytest.warns(Warning, match=r"\['c'\] are not determined"):
+        alone = [fit(_step_decay, xs[0], ys[0], p0=[1.0, 1.0, 0.5])]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the determined set warns of nothing
+        alone.append(fit(_step_decay, xs[1], ys[1], p0=[1.0, 1.0, 0.5]))
+    for i, single in enumerate(alone):
+        _assert_same(batch, i, single)
+        assert [w for w in batch[i].warnings if "not determined" in w] == [
+            w for w in single.warnings if "not determined" in w
+        ]
