@@ -111,18 +111,22 @@ def fit_batch(
     plans: dict[int, Any] = {}
     tols = np.zeros((k, 3))
     notes: list[str] = []
-    for i in good:
-        tier = tolerance_tier(int(stack.n_valid[i]))
-        if tier not in plans:
-            plans[tier] = _plan_for(model, stack, i, starts, lower, upper, shared_bounds, bounds, workflow, goal,
-                                    memory_limit_gb, fit_options, absolute_sigma)
-            if shared_bounds and lower is None:
-                lower = np.broadcast_to(plans[tier].lower, (k, n_params)).copy()
-                upper = np.broadcast_to(plans[tier].upper, (k, n_params)).copy()
-            if plans[tier].n_starts > 1 or plans[tier].validate:
-                notes.append("multi-start and the QUALITY validation pass are not run in a batch (one start per set).")
+    # (tiers per distinct size, not per set: a Python call per set cost ~20 ms at K = 1e4)
+    good_rows = np.asarray(good, np.int64)
+    sizes, size_of = np.unique(stack.n_valid[good_rows], return_inverse=True)
+    tiers = np.array([tolerance_tier(int(v)) for v in sizes])[size_of.ravel()]
+    _, first_pos = np.unique(tiers, return_index=True)
+    for pos in sorted(first_pos):  # the first set of each tier plans it, in the sets' order
+        i, tier = int(good_rows[pos]), int(tiers[pos])
+        plans[tier] = _plan_for(model, stack, i, starts, lower, upper, shared_bounds, bounds, workflow, goal,
+                                memory_limit_gb, fit_options, absolute_sigma)
+        if shared_bounds and lower is None:
+            lower = np.broadcast_to(plans[tier].lower, (k, n_params)).copy()
+            upper = np.broadcast_to(plans[tier].upper, (k, n_params)).copy()
+        if plans[tier].n_starts > 1 or plans[tier].validate:
+            notes.append("multi-start and the QUALITY validation pass are not run in a batch (one start per set).")
         o = plans[tier].options
-        tols[i] = (o.ftol, o.xtol, o.gtol)
+        tols[good_rows[tiers == tier]] = (o.ftol, o.xtol, o.gtol)
     plan = plans[tolerance_tier(int(stack.n_valid[good[0]]))]
     options = plan.options
 
