@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..engine.loop import LoopOutput, drive_from
-from ..engine.normal_eqs import centered_sum_squares, zero_normal_eqs
+from ..engine.normal_eqs import centered_sum_squares, zero_factor
 from ..engine.passes import Layout, NormalEquationsPass, in_graph_executor
 from ..engine.trust_region import RUNNING, TRSettings, tr_init
 
@@ -81,7 +81,7 @@ def _lanes_fn(fn, loss: str, tile: int, has_sigma: bool, has_x_scale: bool):
             x_scale):
         settings = TRSettings(ftol, xtol, gtol, max_nfev, x_scale)
         # A fresh lane starts as engine.loop.drive starts: the placeholder state, not started.
-        start = tr_init(p0, zero_normal_eqs(p0.shape[0]), lower, upper, settings)
+        start = tr_init(p0, zero_factor(p0.shape[0]), lower, upper, settings)  # = the zero pass, factored (no eigh)
         start = (start._replace(status=jnp.asarray(RUNNING, jnp.int32)), jnp.asarray(False))
         carry = jax.tree_util.tree_map(lambda a, b: jnp.where(fresh, a, b), start, carry)
         evaluate = in_graph_executor(NormalEquationsPass(fn, loss), Layout(x, y, sigma, n_valid, tile), f_scale)
@@ -183,7 +183,7 @@ def _state_shapes(n_params: int, jac_scale: bool):
     settings = TRSettings(np.float64(0), np.float64(0), np.float64(0), np.int32(1),
                           None if jac_scale else np.ones(n_params))
     p = np.zeros(n_params)
-    return jax.eval_shape(lambda p0, lo, hi: tr_init(p0, zero_normal_eqs(n_params), lo, hi, settings), p, p, p)
+    return jax.eval_shape(lambda p0, lo, hi: tr_init(p0, zero_factor(n_params), lo, hi, settings), p, p, p)
 
 
 def _place_lanes(args, mesh):
