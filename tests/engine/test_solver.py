@@ -275,3 +275,36 @@ def test_data_pass_tiles_and_overlap_equal_one_block(data):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-12)
         np.testing.assert_allclose(np.asarray(c), np.asarray(d), rtol=1e-12)
     assert float(tiled.count) == 400 and float(part.count) == 250
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 4])
+def test_in_graph_jacobi_decompositions_match_lapack(p):
+    """engine.small_linalg (the step's eigh and SVD for p <= 4, in-graph Jacobi): same
+    values as LAPACK on random, badly scaled and rank-deficient matrices, U orthonormal where
+    sigma > 0, V orthogonal, and (compiled with the engine's options) one matrix alone equals
+    the same matrix under vmap bit for bit."""
+    from nlsq_tasks.engine import small_linalg
+    from nlsq_tasks.engine._compiler import COMPILER_OPTIONS
+
+    rng = np.random.default_rng(p)
+    mats = rng.standard_normal((40, p, p)) * 10.0 ** rng.uniform(-6, 6, (40, 1, p))
+    if p > 1:
+        mats[::4, :, -1] = 0.0  # a parameter without effect
+        mats[1::4, :, 0] = 3.0 * mats[1::4, :, -1]  # two collinear columns
+    batched = jax.jit(jax.vmap(small_linalg.svd)).lower(mats).compile(compiler_options=COMPILER_OPTIONS)
+    u, s, vt = map(np.asarray, batched(mats))
+    sv = np.linalg.svd(mats, compute_uv=False)
+    assert np.allclose(np.sort(s, axis=1)[:, ::-1], sv, rtol=0, atol=1e-14 * sv[:, :1])
+    assert np.allclose(np.einsum("kij,kj,kjl->kil", u, s, vt), mats, rtol=0, atol=1e-14 * sv[:, :1, None])
+    assert np.allclose(np.einsum("kij,kil->kjl", vt, vt), np.eye(p), atol=1e-14)
+    live = s > 1e-12 * sv[:, :1]
+    gram_u = np.einsum("kij,kil->kjl", u, u)
+    assert np.allclose(gram_u[live[:, :, None] & live[:, None, :]], np.eye(p)[None].repeat(40, 0)[live[:, :, None] & live[:, None, :]], atol=1e-12)
+    g = np.einsum("kij,kil->kjl", mats, mats)
+    w, v = map(np.asarray, jax.jit(jax.vmap(small_linalg.eigh))(g))
+    top = np.abs(np.linalg.eigvalsh(g)).max(axis=1)
+    assert np.allclose(np.sort(w, axis=1), np.linalg.eigvalsh(g), rtol=0, atol=1e-14 * top[:, None])
+    assert np.allclose(np.einsum("kij,kj,klj->kil", v, w, v), g, rtol=0, atol=1e-14 * top[:, None, None])
+    one = jax.jit(small_linalg.svd).lower(mats[0]).compile(compiler_options=COMPILER_OPTIONS)
+    for i in range(len(mats)):
+        assert all(np.array_equal(np.asarray(a), b[i]) for a, b in zip(one(mats[i]), (u, s, vt))), i
