@@ -43,7 +43,6 @@ from .passes import bucket_size as bucket_size  # noqa: F401  (re-exported: the 
 from .trust_region import RUNNING, TRSettings, TRState, continue_state, tr_init, tr_propose, tr_update
 
 _CACHE_SIZE = 64
-_COMPILER_OPTIONS = COMPILER_OPTIONS  # (older imports)
 
 
 class LoopOutput(NamedTuple):
@@ -277,7 +276,7 @@ def _call(key, function, fn, loss, tile, args, timings):
     if entry is None:
         t0, c0 = time.perf_counter(), time.process_time()
         jitted = jax.jit(_packing(function), static_argnums=(0, 1, 2))
-        executable = jitted.lower(fn, loss, int(tile), *args).compile(compiler_options=_COMPILER_OPTIONS)
+        executable = jitted.lower(fn, loss, int(tile), *args).compile(compiler_options=COMPILER_OPTIONS)
         shapes = jax.eval_shape(functools.partial(function, fn, loss, int(tile)), *args)
         entry = _Compiled(executable, time.perf_counter() - t0, time.process_time() - c0, _unpacker(shapes))
         timings["compile_s"] += entry.compile_s

@@ -56,7 +56,7 @@ from .progress import ProgressEvent
 from .finalize import build_result
 from .loop import drive_from
 from .normal_eqs import centered_sum_squares, zero_normal_eqs
-from .passes import STANDARD_TILE, LeastSquaresFactorPass, NormalEquationsPass, standard_layout
+from .passes import STANDARD_TILE, LeastSquaresFactorPass, NormalEquationsPass, standard_layout, tile_partial
 from .options import SolverOptions
 from .result import FitResult
 from .trust_region import RUNNING, TRSettings, TRState, as_settings, continue_state, tr_init
@@ -342,21 +342,12 @@ def _tile_partials(reduction, params, x, y, sigma, n_valid, tile: int, f_scale):
     """The reduction's partial of each ``tile``-row tile of this device's rows (stacked on a
     leading axis). Rows at or past ``n_valid`` are padding. :func:`plan_devices` makes
     ``tile`` divide the rows; otherwise (an ``Execution`` made by hand) the last tile is
-    taken flush with the end and its already-counted rows are masked, as in ``tiled_pass``."""
+    taken flush with the end and its already-counted rows are masked (``tile_partial``)."""
     rows = y.shape[0]
     size = min(int(tile), rows)
     n_tiles = -(-rows // size)
-    idx = jnp.arange(size)
-
-    def one(j):
-        nominal = j * size
-        start = jnp.minimum(nominal, rows - size)
-        gidx = start + idx
-        take = lambda a: lax.dynamic_slice_in_dim(a, start, size, axis=a.ndim - 1)  # noqa: E731
-        return reduction.partial(params, take(x), take(y), None if sigma is None else take(sigma),
-                                 (gidx >= nominal) & (gidx < n_valid), f_scale)
-
-    return lax.map(one, jnp.arange(n_tiles))
+    return lax.map(lambda j: tile_partial(reduction, params, x, y, sigma, n_valid, size, j, f_scale),
+                   jnp.arange(n_tiles))
 
 
 def _sharded_pass(reduction, tile: int, mesh: Mesh, x_ndim: int, has_sigma: bool):

@@ -53,6 +53,7 @@ from .in_memory import (
     lay_out_chunked,
     lay_out_standard,
     standard_layout,
+    tile_partial,
     tiled_pass,
 )
 from .reductions import (
@@ -68,6 +69,6 @@ from .reductions import (
 __all__ = [
     "TILE", "ChunkPartial", "HostExecutor", "SourceExecutor", "evaluate", "merge_moments", "pad_chunk",
     "stacked_combine_jit", "zeros", "STANDARD_TILE", "Layout", "bucket_size", "in_graph_executor", "lay_out",
-    "lay_out_chunked", "lay_out_standard", "standard_layout", "tiled_pass", "LeastSquaresFactorPass", "NormalEquationsPass", "Reduction",
+    "lay_out_chunked", "lay_out_standard", "standard_layout", "tile_partial", "tiled_pass", "LeastSquaresFactorPass", "NormalEquationsPass", "Reduction",
     "ResidualStats", "ResidualStatsPass", "fold", "stacked_combine",
 ]

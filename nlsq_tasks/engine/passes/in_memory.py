@@ -44,6 +44,26 @@ def _take(a, start, size):
     return lax.dynamic_slice_in_dim(a, start, size, axis=a.ndim - 1)
 
 
+def tile_partial(reduction: Reduction, params, x, y, sigma, n_valid, size: int, j, f_scale):
+    """The partial of tile ``j`` of ``size`` (static) points of ``len(y)`` points.
+
+    Points with index ``>= n_valid`` are padding. The last tile is taken flush with the end
+    of the data when ``size`` does not divide it, and its points already counted by the
+    tile before are masked out. One tile covering everything uses the arrays as they are.
+    """
+    n = y.shape[0]
+    nominal = j * size
+    start = jnp.minimum(nominal, n - size)
+    gidx = start + jnp.arange(size)
+    mask = (gidx >= nominal) & (gidx < n_valid)
+    if size == n:
+        xs, ys, ss = x, y, sigma
+    else:
+        xs, ys = _take(x, start, size), _take(y, start, size)
+        ss = None if sigma is None else _take(sigma, start, size)
+    return reduction.partial(params, xs, ys, ss, mask, f_scale)
+
+
 def tiled_pass(reduction: Reduction, params, x, y, sigma, n_valid, tile: int, f_scale):
     """Fold ``reduction`` over ``N = len(y)`` points in tiles of ``tile`` (static) points.
 
@@ -55,19 +75,9 @@ def tiled_pass(reduction: Reduction, params, x, y, sigma, n_valid, tile: int, f_
     n = y.shape[0]
     size = n if (sigma is not None and sigma.ndim == 2) else min(int(tile), n)
     n_tiles = -(-n // size)
-    idx = jnp.arange(size)
 
     def one(j):
-        nominal = j * size
-        start = jnp.minimum(nominal, n - size)
-        gidx = start + idx
-        mask = (gidx >= nominal) & (gidx < n_valid)
-        if n_tiles == 1:
-            xs, ys, ss = x, y, sigma
-        else:
-            xs, ys = _take(x, start, size), _take(y, start, size)
-            ss = None if sigma is None else _take(sigma, start, size)
-        return reduction.partial(params, xs, ys, ss, mask, f_scale)
+        return tile_partial(reduction, params, x, y, sigma, n_valid, size, j, f_scale)
 
     if n_tiles == 1:
         return one(0)
