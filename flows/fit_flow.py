@@ -258,7 +258,7 @@ def _run_fit(data: DataSpec, settings: FitSettings, storage_uri: str, *, artifac
             logger.warning(plot["skipped"])
         else:
             uris["plot"] = plot["uri"]
-    shown = {**plan, "task_timings": timings, "data_scan": T.data_scan_note(plan["strategy"])}
+    shown = {**T.plan_as_shown(plan), "task_timings": timings}
     failed = not summary.get("success")
     if failed:
         notes.append(f"the fit did not succeed: {summary.get('status')}: {summary.get('message')}")

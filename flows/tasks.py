@@ -222,6 +222,11 @@ def data_scan_note(strategy: str) -> str:
     return "all points are checked for NaN/inf in memory before the fit; the first bad point is named by its index"
 
 
+def plan_as_shown(plan: dict) -> dict[str, Any]:
+    """The plan as the run stores and publishes it: with how the data are scanned for NaN/inf."""
+    return {**plan, "data_scan": data_scan_note(plan["strategy"])}
+
+
 # -- 2. plan ------------------------------------------------------------------------------
 def plan_request(info: dict, checked: dict, settings: FitSettings):
     """The library's one planner on the request's inputs (what ``nlsq-flow plan`` prints, too)."""
@@ -280,9 +285,8 @@ def _store(result, settings: FitSettings, paths: dict, checked: dict, plan: dict
     result.timings["task_total"] = time.perf_counter() - t0
     opts = settings.storage.resolved_options()
     # The request as it ran, credentials redacted, so a result directory explains itself.
-    # The plan as the run showed it, with how the data were scanned for NaN/inf.
-    shown_plan = {**plan, "data_scan": data_scan_note(plan["strategy"])}
-    record = {"settings": R.redact(settings.model_dump(mode="json")), "plan": shown_plan, "preset": checked["preset"]}
+    record = {"settings": R.redact(settings.model_dump(mode="json")), "plan": plan_as_shown(plan),
+              "preset": checked["preset"]}
     extra = {R.REQUEST_FILE: json.dumps(json_safe(record), indent=2).encode()}
     try:  # the run's claim record, so that the manifest lists every file of the directory
         extra[RUN_RECORD] = read_bytes(R.join(paths["run_dir"], RUN_RECORD), opts)
