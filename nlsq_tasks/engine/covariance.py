@@ -26,6 +26,7 @@ the caller can warn by name. As in SciPy, ``pcov`` is all inf when it contains N
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -43,9 +44,30 @@ class Covariance(NamedTuple):
 def _equilibrated_svd(r: np.ndarray):
     r = np.asarray(r, dtype=np.float64)
     col = np.sqrt(np.sum(r * r, axis=0))
-    s = np.where(col > 0, 1.0 / np.where(col > 0, col, 1.0), 1.0)
-    _, sv, vt = np.linalg.svd(r * s[None, :])
+    # every column nonzero (the usual case): 1/col, the same numbers as the guarded form
+    s = 1.0 / col if col.all() else np.where(col > 0, 1.0 / np.where(col > 0, col, 1.0), 1.0)
+    sv, vt = _svd(r * s[None, :])
     return s, sv, vt
+
+
+try:  # the LAPACK gufunc np.linalg.svd calls, without its per-call error-state set-up (~4 us)
+    from numpy.linalg import _umath_linalg
+
+    _SVD_GUFUNC = _umath_linalg.svd_f
+except (ImportError, AttributeError):  # another NumPy layout: its public svd
+    _SVD_GUFUNC = None
+
+
+def _svd(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values and ``V^T`` of a finite float64 matrix: ``np.linalg.svd``'s numbers.
+    A non-finite result (LAPACK did not converge; NumPy may also warn) is redone by
+    ``np.linalg.svd``, which then raises its own LinAlgError."""
+    if _SVD_GUFUNC is not None:
+        _, sv, vt = _SVD_GUFUNC(a, signature="d->ddd")
+        if math.isfinite(float(sv[0])):
+            return sv, vt
+    _, sv, vt = np.linalg.svd(a)
+    return sv, vt
 
 
 def condition_number(r: np.ndarray) -> float:
@@ -61,18 +83,34 @@ def condition_number(r: np.ndarray) -> float:
 
 def pseudo_inverse(r: np.ndarray, n_points: int) -> tuple[np.ndarray, list[int], float]:
     """:math:`(R^T R)^+` with SciPy's singular-value cut-off, the undetermined parameters,
-    and the equilibrated condition number (see module docstring)."""
+    and the equilibrated condition number (see module docstring).
+
+    Written for ``p x p`` factors of a few parameters, where each NumPy call costs more
+    than its arithmetic: scalars are compared as Python floats (the same IEEE operations)
+    and the common full-rank case skips the bookkeeping of dropped directions."""
     r = np.asarray(r, dtype=np.float64)
     p = r.shape[1]
-    if not np.all(np.isfinite(r)):
+    if not np.isfinite(r).all():
         return np.full((p, p), np.nan), list(range(p)), float("inf")
     s, sv, vt = _equilibrated_svd(r)
-    keep = sv > EPS * max(n_points, p) * sv[0] if sv[0] > 0 else np.zeros(p, bool)
-    vk = vt[keep]
-    binv = (vk.T / sv[keep] ** 2) @ vk
-    dropped = vt[~keep]
-    undetermined = sorted({int(j) for row in dropped for j in np.flatnonzero(np.abs(row) > NULL_WEIGHT)})
-    cond = float(sv[0] / sv[-1]) if sv[-1] > 0 else float("inf")
+    values = sv.tolist()
+    first, last = values[0], values[-1]
+    if first > 0:
+        cut = float(EPS * max(n_points, p) * sv[0])
+        kept = sum(v > cut for v in values)
+    else:
+        kept = 0
+    if kept == p:  # full rank: nothing dropped (vt[keep] is vt, as a copy)
+        vk = vt[:p].copy()
+        binv = (vk.T / sv ** 2) @ vk
+        undetermined: list[int] = []
+    else:
+        keep = np.array([v > cut for v in values]) if first > 0 else np.zeros(p, bool)
+        vk = vt[keep]
+        binv = (vk.T / sv[keep] ** 2) @ vk
+        dropped = vt[~keep]
+        undetermined = sorted({int(j) for row in dropped for j in np.flatnonzero(np.abs(row) > NULL_WEIGHT)})
+    cond = first / last if last > 0 else float("inf")
     return binv * s[:, None] * s[None, :], undetermined, cond
 
 

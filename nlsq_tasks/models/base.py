@@ -26,6 +26,7 @@ import hashlib
 import inspect
 import keyword
 import math
+import types
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -323,6 +324,18 @@ def model_from_callable(
         return f
     if not callable(f):
         raise TypeError(f"model: expected a callable f(x, *params), got {type(f).__name__}.")
+    plain = n_params is None and param_names is None and name is None
+    if plain:
+        hit = _callable_models.get(f)
+        if hit is not None:
+            return hit
+    model = _model_of_callable(f, n_params, param_names, name)
+    if plain:
+        _callable_models.put(f, model)
+    return model
+
+
+def _model_of_callable(f: Callable, n_params, param_names, name) -> Model:
     if param_names is not None:
         param_names = list(param_names)
         if n_params is not None and n_params != len(param_names):
@@ -366,6 +379,79 @@ def model_from_callable(
         else:
             names = named + [f"p{i}" for i in range(len(named), n_params)]
     return Model(f, names, label, identity=callable_identity(f), formula=f"{label}(x, {', '.join(names)})")
+
+
+class _CallableModels:
+    """The Model of each plain function already seen, so that a fit repeated in a loop does
+    not read its signature and hash its code again (``inspect.signature`` and the identity
+    hash cost ~100 us, more than fitting 100 points).
+
+    Keyed on the function object itself (a function redefined under the same name is
+    another object) and valid only while what the Model was read from is unchanged: the
+    entry also holds the function's ``__code__``, ``__defaults__`` and ``__kwdefaults__``
+    objects (keyword defaults and the names by value), and a hit requires the same (assigning ``f.__code__``
+    or ``f.__defaults__`` makes a miss; a function with a default that could change in place,
+    such as a list, is not cached). Only plain Python functions without ``__wrapped__``
+    are kept (a wrapper's identity is read from what it wraps, which may change
+    independently; partials hold arguments that may be mutated). Bounded: the oldest of
+    ``SIZE`` entries is dropped. A Model is never changed after it is built, so sharing
+    one between fits is safe.
+    """
+
+    SIZE = 256
+
+    def __init__(self):
+        import threading
+        from collections import OrderedDict
+
+        self._entries: "OrderedDict[Any, tuple]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    _ATOMS = (int, float, complex, str, bytes, bool, type(None))
+
+    @classmethod
+    def _state(cls, f):
+        """What the Model of ``f`` was read from, or None when ``f`` is not cached."""
+        if type(f) is not types.FunctionType or "__wrapped__" in f.__dict__:
+            return None
+        defaults, kw = f.__defaults__, f.__kwdefaults__
+        kw_items = None if kw is None else tuple(kw.items())  # a dict: compared by value
+        for v in (defaults or ()) + (() if kw_items is None else tuple(v for _, v in kw_items)):
+            if type(v) not in cls._ATOMS:  # a default that could change in place: not cached
+                return None
+        return (f.__code__, defaults, kw_items, (f.__name__, f.__qualname__, f.__module__))
+
+    @staticmethod
+    def _same(state, held) -> bool:
+        return state[0] is held[0] and state[1] is held[1] and state[2] == held[2] and state[3] == held[3]
+
+    def get(self, f) -> "Model | None":
+        state = self._state(f)
+        if state is None:
+            return None
+        with self._lock:
+            entry = self._entries.get(f)
+            if entry is None:
+                return None
+            self._entries.move_to_end(f)
+        model, held = entry
+        return model if self._same(state, held) else None
+
+    def put(self, f, model: "Model") -> None:
+        state = self._state(f)
+        if state is None:
+            return
+        with self._lock:
+            self._entries[f] = (model, state)
+            while len(self._entries) > self.SIZE:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+_callable_models = _CallableModels()
 
 
 def callable_identity(f: Callable) -> str:

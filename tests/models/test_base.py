@@ -237,3 +237,43 @@ def test_model_constructor_validates():
         Model(decay, ["a", "b", "c"], bounds=([0, 0, 0], [1, -1, 1]))
     with pytest.raises(ValueError, match="not a valid identifier"):
         Model(decay, ["a", "b", "class"])
+
+
+def test_a_callable_model_is_read_once_but_follows_changes_to_the_function():
+    """model_from_callable keeps the Model of a plain function (a loop of fits does not
+    read the signature again), but a changed function gives a new Model."""
+
+    def f(x, a, b):
+        return a * x + b
+
+    first = model_from_callable(f)
+    assert model_from_callable(f) is first
+
+    def g(x, a, b, c):
+        return a * x + b * c
+
+    f.__code__ = g.__code__  # the same object, other code: other parameters, other identity
+    changed = model_from_callable(f)
+    assert changed.param_names == ["a", "b", "c"] and changed.fingerprint() != first.fingerprint()
+
+    def h(x, a, *, scale=1.0):
+        return scale * a * x
+
+    kept = model_from_callable(h)
+    h.__kwdefaults__["scale"] = 2.0  # changed in place: compared by value
+    assert model_from_callable(h) is not kept
+
+    def with_list(x, a, k=[1.0]):  # noqa: B006  (a default that can change in place is not kept)
+        return a * x * k[0]
+
+    assert model_from_callable(with_list) is not model_from_callable(with_list)
+
+    def redefined(x, a):
+        return a * x
+
+    one = model_from_callable(redefined)
+
+    def redefined(x, a):  # noqa: F811  (same name, new object)
+        return a * x * x
+
+    assert model_from_callable(redefined) is not one
