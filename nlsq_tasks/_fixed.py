@@ -44,6 +44,8 @@ def may_fix(bounds, fixed) -> bool:
     pair = _pair(bounds)
     if pair is None:
         return False
+    if type(pair[0]) in (float, int) and type(pair[1]) in (float, int):  # scalar bounds (curve_fit's default)
+        return pair[0] == pair[1]
     try:
         with np.errstate(invalid="ignore"):
             return bool(np.any(np.asarray(pair[0], dtype=np.float64) == np.asarray(pair[1], dtype=np.float64)))

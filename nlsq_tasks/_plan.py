@@ -63,8 +63,13 @@ class Plan:
 
     @property
     def execution(self):
-        """The planned :class:`~nlsq_tasks.engine.sharded.Execution` (devices the passes use)."""
-        return self.fit_plan.execution()
+        """The planned :class:`~nlsq_tasks.engine.sharded.Execution` (devices the passes use).
+        Made once per fit plan (an Execution is frozen): copies of this Plan share it."""
+        memo = self.__dict__.get("_execution")
+        if memo is None or memo[0] is not self.fit_plan:
+            memo = (self.fit_plan, self.fit_plan.execution())
+            self.__dict__["_execution"] = memo
+        return memo[1]
 
     @property
     def config(self):

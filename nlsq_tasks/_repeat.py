@@ -25,6 +25,7 @@ reused plan reports (``result.budget``, the reason) is the one measured when it 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import threading
 from collections import OrderedDict
@@ -49,9 +50,15 @@ def _scalar_tuple(value) -> tuple | None:
     return (arr.shape, tuple(arr.ravel().tolist())) if arr.size <= 1024 else None
 
 
+_NUMBERS = (float, int)
+
+
 def _bounds_key(bounds, default) -> Any:
     if bounds is default:
         return "model-default"
+    if type(bounds) is tuple and len(bounds) == 2 and type(bounds[0]) in _NUMBERS and type(bounds[1]) in _NUMBERS:
+        # scalar bounds (curve_fit's default (-inf, inf)): the key _scalar_tuple gives, directly
+        return ("pair", ((), (float(bounds[0]),)), ((), (float(bounds[1]),)))
     if isinstance(bounds, dict):
         try:
             return ("dict", tuple(sorted((str(k), float(v[0]), float(v[1])) for k, v in bounds.items())))
@@ -91,18 +98,17 @@ def plan_key(f, data, p0, bounds, default_bounds, method, workflow, goal, memory
         v = kwargs[k]
         if isinstance(v, (list, np.ndarray)):
             v = _scalar_tuple(v)
-        if v is not None and not _hashable(v):
-            return None
         opts.append((k, v))
     b = _bounds_key(bounds, default_bounds)
+    if b is None:
+        return None
     parts = (
         f, _registered_models() if isinstance(f, str) else None, data.x.shape, data.y.shape, None if data.sigma is None else data.sigma.shape,
-        None if p0 is None else int(np.size(p0)), b, method, workflow, goal, memory_limit_gb, bool(absolute_sigma),
-        bool(model_bounds), jac, tuple(opts),
+        None if p0 is None else (len(p0) if type(p0) in (list, tuple) and all(type(v) in _NUMBERS for v in p0)
+                                 else int(np.size(p0))),
+        b, method, workflow, goal, memory_limit_gb, bool(absolute_sigma), bool(model_bounds), jac, tuple(opts),
     )
-    if b is None or not all(_hashable(p) for p in parts):
-        return None
-    return parts
+    return parts if _hashable(parts) else None  # a tuple hashes every part: anything unhashable means "do not cache"
 
 
 def reuse(key, data, p0):
@@ -118,7 +124,7 @@ def reuse(key, data, p0):
         return None
     try:
         if p0 is not None:
-            start = V.into_bounds(V.check_p0(p0, plan.names, plan.lower, plan.upper), plan.lower, plan.upper)
+            start = plan.interior(V.check_p0(p0, plan.names, plan.lower, plan.upper))
         else:
             from ._plan import _guess  # the planner's own rule for a start from the data
 
@@ -126,7 +132,25 @@ def reuse(key, data, p0):
             start = _guess(plan.model, data.take(slice(None, None, step)), plan.names, plan.lower, plan.upper)
     except (V.FitInputError, V.FitTypeError, ImportError):
         return None
-    return dataclasses.replace(plan, p0=start, notes=list(plan.notes))
+    return plan.with_start(start)
+
+
+class _Kept:
+    """A cached plan and what depends only on it: its bounds' interior (see V.Interior)."""
+
+    __slots__ = ("plan", "names", "lower", "upper", "model", "interior")
+
+    def __init__(self, plan):
+        self.plan = dataclasses.replace(plan, notes=list(plan.notes))
+        self.names, self.lower, self.upper, self.model = plan.names, plan.lower, plan.upper, plan.model
+        self.interior = V.Interior(plan.lower, plan.upper)
+        self.plan.execution  # noqa: B018  (made once here: every copy of the plan shares it)
+
+    def with_start(self, start):
+        """A copy of the plan starting at ``start`` (its notes a fresh list: a run appends)."""
+        out = copy.copy(self.plan)
+        out.p0, out.notes = start, list(self.plan.notes)
+        return out
 
 
 def remember(key, plan) -> None:
@@ -135,7 +159,7 @@ def remember(key, plan) -> None:
     if plan.checkpoint is not None or plan.progress is not None:
         return
     with _lock:
-        _cache[key] = dataclasses.replace(plan, notes=list(plan.notes))
+        _cache[key] = _Kept(plan)
         while len(_cache) > _SIZE:
             _cache.popitem(last=False)
 

@@ -201,15 +201,30 @@ def _packing(function):
 
 
 def _unpacker(shapes):
-    """Host-side inverse of :func:`_solve_packed` for an output shaped like ``shapes`` (eval_shape)."""
+    """Host-side inverse of :func:`_packing` for an output shaped like ``shapes`` (eval_shape).
+
+    Scalars come back as NumPy scalars of their dtype, arrays as read-only float64 views of
+    the fetched vector (no copy: a result keeps only what it copies or computes from them)
+    or converted to their dtype (exact: see :func:`_packing`). The slicing plan is made
+    once per compiled solver: a small fit's state has ~25 leaves, and this runs every call."""
     leaves, treedef = jax.tree_util.tree_flatten(shapes)
-    sizes = [int(np.prod(a.shape)) for a in leaves]
-    offsets = np.cumsum([0] + sizes)
+    plan, offset = [], 0
+    for a in leaves:
+        size = int(np.prod(a.shape))
+        dtype = np.dtype(a.dtype)
+        plan.append((offset, offset + size, tuple(a.shape), None if dtype == np.float64 else dtype))
+        offset += size
 
     def unpack(vec):
         vec = np.asarray(vec)
-        parts = [vec[o:o + s].reshape(a.shape).astype(a.dtype) for o, s, a in zip(offsets, sizes, leaves)]
-        return jax.tree_util.tree_unflatten(treedef, parts)
+        parts = []
+        for lo, hi, shape, cast in plan:
+            if not shape:  # a scalar: one element (np.float64), or converted to its dtype's scalar
+                parts.append(vec[lo] if cast is None else cast.type(vec[lo]))
+            else:
+                part = vec[lo:hi].reshape(shape)
+                parts.append(part if cast is None else part.astype(cast))
+        return treedef.unflatten(parts)
 
     return unpack
 
@@ -219,7 +234,10 @@ _lock = threading.Lock()
 
 
 def _signature(a):
-    return None if a is None else (tuple(a.shape), str(a.dtype))
+    return None if a is None else (a.shape, a.dtype)  # numpy arrays here: a tuple and a hashable dtype
+
+
+_GRAM = functools.partial(solve, mode="gram")
 
 
 def run_loop(fn, loss: str, tile: int, p0, lower, upper, x, y, sigma, n_valid: int, f_scale: float, settings: TRSettings,
@@ -252,11 +270,10 @@ def run_loop(fn, loss: str, tile: int, p0, lower, upper, x, y, sigma, n_valid: i
         fn, loss, int(tile), settings.x_scale is None,
         tuple(_signature(a) for a in args[:6]), progress is not None,
     )  # fmt: skip
-    gram = functools.partial(solve, mode="gram")
     t0 = time.perf_counter()
     timings = {"compile_s": 0.0, "compile_cpu_s": 0.0}
     try:
-        out = _call(("gram",) + key, gram, fn, loss, tile, args, timings)
+        out = _call(("gram",) + key, _GRAM, fn, loss, tile, args, timings)
         if int(out.state.status) == RUNNING and bool(out.state.gram_ill):
             # the normal equations lost too many digits: continue on the factor of J (TSQR)
             out = _call(("qr",) + key, solve_from, fn, loss, tile, (out.state,) + args[1:], timings)
@@ -285,5 +302,5 @@ def _call(key, function, fn, loss, tile, args, timings):
             _cache[key] = entry
             while len(_cache) > _CACHE_SIZE:
                 _cache.popitem(last=False)
-    return entry.unpack(jax.device_get(entry.executable(*args)))  # one vector to host, then split
+    return entry.unpack(np.asarray(entry.executable(*args)))  # one vector to host, then split
 

@@ -16,6 +16,7 @@ Statistics (for ``n`` points, ``p`` free parameters, weighted residuals ``r_i``)
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -112,21 +113,21 @@ class FitResult:
         """This result with the plan that produced it recorded (strategy and why, budget,
         workflow, goal, tolerances, loss): a new FitResult, built once by the front door."""
         d = plan.to_dict() if hasattr(plan, "to_dict") else dict(plan)
-        out = dataclasses.replace(
-            self,
-            strategy=d["strategy"],
-            strategy_reason=d["reason"],
-            budget=dict(d.get("budget") or {}),
-            workflow=d.get("workflow"),
-            goal=d.get("goal"),
-            tolerances={k: float(v) for k, v in (d.get("tolerances") or {}).items()},
-            loss=d.get("loss", self.loss),
-            timings=dict(self.timings if timings is None else timings),
-            extra_warnings=list(self.extra_warnings) + list(notes),
-            # where the passes ran: the executor's own record, else the plan's devices
-            execution=dict(self.execution) or {k: v for k, v in (d.get("devices") or {}).items() if k != "cluster"},
-            plan=d,
-        )
+        # a shallow copy with these fields set: what dataclasses.replace gives (no field has
+        # an init-time rule), without re-running __init__ for every field of a small fit
+        out = copy.copy(self)
+        out.strategy = d["strategy"]
+        out.strategy_reason = d["reason"]
+        out.budget = dict(d.get("budget") or {})
+        out.workflow = d.get("workflow")
+        out.goal = d.get("goal")
+        out.tolerances = {k: float(v) for k, v in (d.get("tolerances") or {}).items()}
+        out.loss = d.get("loss", self.loss)
+        out.timings = dict(self.timings if timings is None else timings)
+        out.extra_warnings = list(self.extra_warnings) + list(notes)
+        # where the passes ran: the executor's own record, else the plan's devices
+        out.execution = dict(self.execution) or {k: v for k, v in (d.get("devices") or {}).items() if k != "cluster"}
+        out.plan = d
         out.xdata, out.ydata, out.data_uri = self.xdata, self.ydata, self.data_uri
         return out
 
