@@ -137,6 +137,67 @@ def _lanes_fn(fn, loss: str, tile: int, has_sigma: bool, has_x_scale: bool, pack
     return jax.vmap(one, in_axes=in_axes)
 
 
+# Lanes run as GROUPS independent sets of lanes (one executable, a half of the lanes each)
+# when there are at least GROUPS * MIN_GROUP_LANES of them: while the device runs one
+# group's round, the host hands out the other group's finished fits and refills its lanes,
+# and the two rounds in flight keep both cores busy between the executable's own
+# parallel kernels. A group is a batch of lanes like any other: the fits are unchanged.
+GROUPS = 2
+MIN_GROUP_LANES = 256
+
+
+class _Group:
+    """Host bookkeeping of one set of lanes: which fit each lane holds, its data, its carry."""
+
+    def __init__(self, lanes: int, width: int, per_fit, mesh):
+        self.lane_fit = np.full(lanes, -1, np.int64)
+        self.fresh = np.ones(lanes, bool)
+        self.nfev_at = np.zeros(lanes, np.int64)  # a lane's nfev when its round starts (0: fresh)
+        self.carry = np.zeros((lanes, width))  # every lane fresh in its first round: never read
+        # Each lane's data, rewritten only where a lane takes a new fit (gathering all lanes'
+        # data every round cost ~20 ms at K = 1e4); a lane never used holds fit 0's, an idle
+        # one its last fit's: with stop 0 neither runs, and their outputs are never read.
+        # Handed to the executable as a copy (the device may keep using a buffer it adopted),
+        # and only when some lane changed: the tail rounds reuse the arrays already placed.
+        self.data = [None if a is None else a[np.zeros(lanes, np.int64)] for a in per_fit]
+        self.placed = None
+        self.mesh = mesh
+        self.active = None
+
+    def refill(self, per_fit, next_fit: int, k: int) -> int:
+        free = np.flatnonzero(self.lane_fit < 0)
+        take = min(len(free), k - next_fit)
+        if take:
+            rows, fits = free[:take], np.arange(next_fit, next_fit + take)
+            self.lane_fit[rows] = fits
+            self.fresh[rows] = True
+            self.nfev_at[rows] = 0
+            for dst, a in zip(self.data, per_fit):
+                if a is not None:
+                    dst[rows] = a[fits]
+            self.placed = None
+        return next_fit + take
+
+    def args(self, hard_cap: int, shared):
+        """The round's arguments, or None when no lane holds a fit."""
+        self.active = self.lane_fit >= 0
+        if not self.active.any():
+            return None
+        stop = np.where(self.active, np.minimum(self.nfev_at + ROUND_EVALUATIONS, hard_cap), 0).astype(np.int32)
+        if self.placed is None:
+            self.placed = _place_lanes(tuple(None if a is None else a.copy() for a in self.data), self.mesh)
+        return _place_lanes((self.carry, self.fresh.copy(), stop), self.mesh) + self.placed + shared
+
+    def collect(self, out: np.ndarray, packing, done: np.ndarray, hard_cap: int) -> None:
+        status, nfev = out[:, packing.status], out[:, packing.nfev]
+        finished = self.active & ((status != RUNNING) | (nfev >= hard_cap))
+        if finished.any():
+            done[self.lane_fit[finished]] = out[finished]
+            self.lane_fit[finished] = -1
+        self.fresh[:] = False
+        self.nfev_at = nfev.astype(np.int64)
+
+
 def solve_lanes(fn, loss, tile, lanes: int, p0, lower, upper, x, y, sigma, n_valid, tols, f_scale, max_nfev,
                 x_scale) -> tuple[LoopOutput, dict]:
     """All ``K`` fits (leading axis) through ``lanes`` lanes; returns host arrays and timings.
@@ -151,71 +212,61 @@ def solve_lanes(fn, loss, tile, lanes: int, p0, lower, upper, x, y, sigma, n_val
                np.asarray(x), np.asarray(y), None if sigma is None else np.asarray(sigma),
                np.asarray(n_valid, np.int64), np.ascontiguousarray(tols[:, 0]), np.ascontiguousarray(tols[:, 1]),
                np.ascontiguousarray(tols[:, 2])]
-    shared = (np.float64(f_scale), np.int32(max_nfev), None if x_scale is None else np.asarray(x_scale, np.float64))
+    mesh = _mesh()
+    shared = _place_shared((np.float64(f_scale), np.int32(max_nfev),
+                            None if x_scale is None else np.asarray(x_scale, np.float64)), mesh)
     packing = _packing(n_params, x_scale is None)
-    carry = np.zeros((lanes, packing.width))  # every lane fresh in the first round: its carry is never read
-    lane_fit = np.full(lanes, -1, np.int64)
-    fresh = np.ones(lanes, bool)
-    nfev_at = np.zeros(lanes, np.int64)  # a lane's nfev when its round starts (0: fresh)
+    n_groups = GROUPS if mesh is None and lanes % GROUPS == 0 and lanes >= GROUPS * MIN_GROUP_LANES else 1
+    groups = [_Group(lanes // n_groups, packing.width, per_fit, mesh) for _ in range(n_groups)]
     done = np.zeros((k, packing.width))
     next_fit, rounds, compile_s, run_s = 0, 0, 0.0, 0.0
-    mesh = _mesh()
     exe = None
     hard_cap = int(max_nfev) + 1
-    # Each lane's data, rewritten only where a lane takes a new fit (gathering all lanes'
-    # data every round cost ~20 ms at K = 1e4); a lane never used holds fit 0's, an idle one
-    # its last fit's: with stop 0 neither runs, and their outputs are never read. Handed to
-    # the executable as a copy (the device may keep using a buffer it adopted), and only
-    # when some lane changed: the tail rounds reuse the arrays already placed.
-    lane_data = [None if a is None else a[np.zeros(lanes, np.int64)] for a in per_fit]
-    placed_data = None
-    while True:
-        free = np.flatnonzero(lane_fit < 0)
-        take = min(len(free), k - next_fit)
-        if take:
-            rows, fits = free[:take], np.arange(next_fit, next_fit + take)
-            lane_fit[rows] = fits
-            fresh[rows] = True
-            nfev_at[rows] = 0
-            next_fit += take
-            for dst, a in zip(lane_data, per_fit):
-                if a is not None:
-                    dst[rows] = a[fits]
-            placed_data = None
-        active = lane_fit >= 0
-        if not active.any():
-            break
-        stop = np.where(active, np.minimum(nfev_at + ROUND_EVALUATIONS, hard_cap), 0).astype(np.int32)
-        if placed_data is None:
-            placed_data = _place_lanes(tuple(None if a is None else a.copy() for a in lane_data), mesh)
-        args = _place_lanes((carry, fresh.copy(), stop), mesh) + placed_data + _place_shared(shared, mesh)
-        if exe is None:
-            key = ("lanes", fn, loss, int(tile), tuple(_sig(a) for a in args[3:]),
-                   0 if mesh is None else len(mesh.devices))
-            with _lock:
-                exe = _cache.get(key)
+    in_flight = []  # (group, the executable's output), in the order they were started
+    for group in groups:
+        next_fit = group.refill(per_fit, next_fit, k)
+    queue = list(groups)
+    while queue or in_flight:
+        for group in queue:  # start every group that has work (asynchronous: returns at once)
+            args = group.args(hard_cap, shared)
+            if args is None:
+                continue
             if exe is None:
-                t0 = time.perf_counter()
-                jitted = jax.jit(_lanes_fn(fn, loss, int(tile), sigma is not None, x_scale is not None, packing))
-                exe = jitted.lower(*args).compile(compiler_options=_COMPILER_OPTIONS)
-                compile_s = time.perf_counter() - t0
-                with _lock:
-                    _cache[key] = exe
-                    while len(_cache) > _CACHE_SIZE:
-                        _cache.popitem(last=False)
+                exe, compile_s = _executable(fn, loss, tile, sigma is not None, x_scale is not None, packing, args, mesh)
+            t0 = time.perf_counter()
+            in_flight.append((group, exe(*args)))
+            run_s += time.perf_counter() - t0
+        queue = []
+        if not in_flight:
+            break
+        group, result = in_flight.pop(0)
         t0 = time.perf_counter()
-        carry = exe(*args)
-        out = np.asarray(jax.device_get(carry))
+        out = np.asarray(jax.device_get(result))
         run_s += time.perf_counter() - t0
         rounds += 1
-        status, nfev = out[:, packing.status], out[:, packing.nfev]
-        finished = active & ((status != RUNNING) | (nfev >= hard_cap))
-        if finished.any():
-            done[lane_fit[finished]] = out[finished]
-            lane_fit[finished] = -1
-        fresh[:] = False
-        nfev_at = nfev.astype(np.int64)
-    return packing.outputs(done), {"compile_s": compile_s, "run_s": run_s, "rounds": rounds}
+        group.carry = result
+        group.collect(out, packing, done, hard_cap)
+        next_fit = group.refill(per_fit, next_fit, k)
+        queue = [group]
+    return packing.outputs(done), {"compile_s": compile_s, "run_s": run_s, "rounds": rounds, "groups": n_groups}
+
+
+def _executable(fn, loss, tile, has_sigma, has_x_scale, packing, args, mesh):
+    """The compiled round for these argument shapes (cached) and its compile time (0: cached)."""
+    key = ("lanes", fn, loss, int(tile), tuple(_sig(a) for a in args[3:]), 0 if mesh is None else len(mesh.devices))
+    with _lock:
+        exe = _cache.get(key)
+    if exe is not None:
+        return exe, 0.0
+    t0 = time.perf_counter()
+    jitted = jax.jit(_lanes_fn(fn, loss, int(tile), has_sigma, has_x_scale, packing))
+    exe = jitted.lower(*args).compile(compiler_options=_COMPILER_OPTIONS)
+    compile_s = time.perf_counter() - t0
+    with _lock:
+        _cache[key] = exe
+        while len(_cache) > _CACHE_SIZE:
+            _cache.popitem(last=False)
+    return exe, compile_s
 
 
 @functools.lru_cache(maxsize=64)
