@@ -38,6 +38,9 @@ from typing import Any
 import numpy as np
 
 from . import _validate as V
+from ._fixed import _bounds
+from ._model_prep import whole_data_model
+from ._plan import resolve_model_spec
 from ._warnings import optimize_warning
 
 __all__ = ["curve_fit", "CurveFitResult", "OptimizeWarning"]
@@ -130,9 +133,6 @@ def curve_fit(
       elsewhere on problems with several minima). The result's warnings say so.
     """
     from . import api  # the shared front door (imported here: api re-exports this module)
-    from ._fixed import _bounds
-    from ._model_prep import whole_data_model
-    from ._plan import resolve_model_spec
 
     if "args" in kwargs:  # SciPy's rule: f takes its parameters positionally, nothing else
         raise V.FitInputError("args", kwargs["args"], "'args' is not a supported keyword argument.")
@@ -251,8 +251,6 @@ def _sigma(sigma, n: int):
 
 def _output_size(model, x, p0, names, bounds) -> int:
     """How many values the model gives at the start (a scalar ydata is broadcast to it)."""
-    from ._fixed import _bounds
-
     p = V.feasible_start(*_bounds(bounds, names)) if p0 is None else np.atleast_1d(np.asarray(p0, np.float64)).ravel()
     fn = model.fn if hasattr(model, "fn") else model
     try:

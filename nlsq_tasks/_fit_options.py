@@ -77,6 +77,8 @@ class FitOptions:
         ``allowed`` ones, default every option) is checked and completed with defaults."""
         if isinstance(options, FitOptions):
             return options
+        if not options or (len(options) == 1 and options.get("nan_policy", ...) is None):
+            return _DEFAULTS  # nothing given (curve_fit's usual call): the defaults, made once
         given = dict(options or {})
         V.check_kwargs(given, OPTION_NAMES if allowed is None else allowed, where)
         return cls(**given)
@@ -104,3 +106,4 @@ _FIELDS = dataclasses.fields(FitOptions)
 OPTION_NAMES: tuple[str, ...] = tuple(f.name for f in _FIELDS)
 DECISIONS: tuple[str, ...] = tuple(f.name for f in _FIELDS if f.metadata.get("decision"))
 SOLVER_OPTIONS: tuple[str, ...] = tuple(f.name for f in _FIELDS if f.metadata.get("solver"))
+_DEFAULTS = FitOptions()  # frozen: one shared instance of the defaults

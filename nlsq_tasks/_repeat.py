@@ -25,7 +25,6 @@ reused plan reports (``result.budget``, the reason) is the one measured when it 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import threading
 from collections import OrderedDict
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from . import _validate as V
+from .engine.status import FitStatus
 
 MAX_POINTS = 1_000_000
 _SIZE = 128
@@ -148,7 +148,8 @@ class _Kept:
 
     def with_start(self, start):
         """A copy of the plan starting at ``start`` (its notes a fresh list: a run appends)."""
-        out = copy.copy(self.plan)
+        out = object.__new__(type(self.plan))  # copy.copy of a plain dataclass, without its pickle protocol
+        out.__dict__.update(self.plan.__dict__)
         out.p0, out.notes = start, list(self.plan.notes)
         return out
 
@@ -166,8 +167,6 @@ def remember(key, plan) -> None:
 
 def failed_at_start(result) -> bool:
     """The fit stopped on non-finite values at its very first evaluation (the start)."""
-    from .engine.status import FitStatus
-
     return result.status == FitStatus.NONFINITE and int(result.nfev) <= 1
 
 

@@ -88,6 +88,8 @@ class Data:
 
 
 def _real_array(field: str, value: Any) -> np.ndarray:
+    if type(value) is np.ndarray and value.dtype == np.float64:  # already what is asked: as is
+        return value
     try:
         arr = np.asarray(value)
     except Exception as exc:  # ragged lists and the like
@@ -317,7 +319,10 @@ class Interior:
 
 def check_p0(p0: Any, names: Sequence[str], lower: np.ndarray, upper: np.ndarray) -> np.ndarray:
     """p0 must be finite, have one entry per parameter, and lie within the bounds."""
-    p = _real_array("p0", p0)
+    if type(p0) is list and all(type(v) is float for v in p0):  # [1.0, 2.0, ...]: what _real_array makes of it
+        p = np.array(p0, dtype=np.float64)
+    else:
+        p = _real_array("p0", p0)
     p = np.atleast_1d(p)
     if p.ndim != 1:
         raise FitInputError(
@@ -428,6 +433,8 @@ def check_checkpoint(value: Any) -> Any:
 
 
 def check_kwargs(kwargs: dict[str, Any], valid: Sequence[str], where: str) -> None:
+    if not kwargs:
+        return
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise FitTypeError(

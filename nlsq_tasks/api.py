@@ -38,8 +38,10 @@ from ._fit_options import OPTION_NAMES, FitOptions
 from ._fixed import split_fixed
 from ._model_prep import engine_data
 from ._plan import UNBOUNDED, Plan, make_plan, model_fn
+from .engine.progress import ProgressEvent
 from .engine.result import FitResult
 from .engine.sources import ArrayChunkSource, ChunkSource
+from .strategies import Problem, get_strategy
 
 __all__ = [
     "fit", "fit_source", "curve_fit", "FiniteSource", "OptimizeWarning",
@@ -375,8 +377,6 @@ def _whiten(fn, x, y, cov):
 
 
 def _problem(plan: Plan, fn, x, y, sigma, source):
-    from .strategies import Problem
-
     return Problem(fn, x, y, sigma, source, plan.p0, plan.lower, plan.upper, plan.options, plan.names,
                    plan.chunk_size, config=plan.config, checkpoint=plan.checkpoint, progress=plan.progress,
                    fingerprint=_fingerprint(plan))
@@ -384,8 +384,6 @@ def _problem(plan: Plan, fn, x, y, sigma, source):
 
 def _run_arrays(plan: Plan, data: V.Data) -> FitResult:
     """Run the planned strategy on in-memory data (multi-start and validation included)."""
-    from .strategies import get_strategy
-
     fn, x, y, sigma = model_fn(plan.model), data.x, data.y, data.sigma
     covariance = sigma is not None and sigma.ndim == 2
     source = None
@@ -456,9 +454,6 @@ def _solve(plan: Plan, problem) -> FitResult:
     """Run the plan. A strategy that reports progress per chunk does so itself; the
     in-memory solvers report each iteration from inside their compiled loop, framed by a
     start and a done event."""
-    from .engine.progress import ProgressEvent
-    from .strategies import get_strategy
-
     spec = get_strategy(plan.strategy)
     if plan.progress is None or spec.reports_progress:
         return _solve_quiet(plan, spec, problem)

@@ -147,10 +147,10 @@ class FitPlan:
 
     def strategy_config(self):
         """The typed configuration (``ChunkedConfig``/``StreamingConfig``), or None."""
+        if self.config is None:  # the standard strategy (checked first: every small fit asks)
+            return None
         from .workflow import ChunkedConfig, StreamingConfig
 
-        if self.config is None:
-            return None
         d = dict(self.config)
         kind = d.pop("kind", None)
         return {"chunked": ChunkedConfig, "streaming": StreamingConfig}[kind](**d)

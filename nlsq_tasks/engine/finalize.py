@@ -92,10 +92,10 @@ def emit_warnings(result: FitResult) -> None:
     """Issue the result's notes as Python warnings (once, by the front door): an
     :class:`OptimizeWarning` naming undetermined parameters, and one for a fit that
     stopped at its evaluation limit."""
-    from .._warnings import optimize_warning
-
     for note in result.extra_warnings:
         if note.startswith(("Parameters [", "Stopped at the evaluation limit")):
+            from .._warnings import optimize_warning  # only when there is something to say
+
             warnings.warn(note, optimize_warning(), stacklevel=_caller_level())
 
 
