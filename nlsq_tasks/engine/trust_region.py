@@ -318,6 +318,36 @@ def _select_step(x, b_aug, g_h, p, p_h, d, delta, lb, ub, theta):
     )
 
 
+def _unbounded(lower, upper) -> bool:
+    """True when the bounds are constants of the traced program (NumPy arrays, as
+    ``fit_batch`` passes them for a batch without bounds) and all infinite."""
+    return (isinstance(lower, np.ndarray) and isinstance(upper, np.ndarray)
+            and bool(np.all(np.isneginf(lower))) and bool(np.all(np.isposinf(upper))))
+
+
+def _unbounded_step(x, b_aug, g_h, p, p_h, d, delta, lb, ub):
+    """:func:`_select_step` where no parameter has a bound (known while tracing).
+
+    No bound can truncate or reflect the step, so select_step keeps the trust-region step
+    whenever ``x + p`` is a number, and otherwise (a NaN step) takes the scaled Cauchy step,
+    whose bound is infinite. Both are computed here with select_step's own expressions (the
+    same values, bit for bit), without its truncated and reflected candidates: under
+    ``vmap`` every branch of select_step is evaluated for every fit, and it was ~8% of a
+    batched fit's compiled time (measured, 1e4 fits x 100 points)."""
+    inside = jnp.all((x + p >= lb) & (x + p <= ub))
+    bw_p = jnp.sum(b_aug * p_h[None, :], axis=1)  # B p_h
+    full_value = 0.5 * jnp.sum(bw_p * bw_p) + jnp.sum(p_h * g_h)
+    w_g = -g_h
+    bw_g = jnp.sum(b_aug * w_g[None, :], axis=1)  # B (-g_h)
+    gnorm = jnp.sqrt(jnp.sum(w_g * w_g))
+    to_tr = delta / jnp.where(gnorm > 0, gnorm, 1.0)
+    to_bound, _ = _step_to_bound(x, -d * g_h, lb, ub)
+    ag_stride = jnp.where(to_bound < to_tr, to_bound, to_tr)  # to_tr: to_bound is inf
+    t_ag, ag_val = _min_quad_1d(0.5 * jnp.sum(bw_g * bw_g), jnp.sum(w_g * g_h), jnp.zeros_like(ag_stride), ag_stride)
+    ag_h = -t_ag * g_h
+    return jnp.where(inside, p, d * ag_h), jnp.where(inside, p_h, ag_h), -jnp.where(inside, full_value, ag_val)
+
+
 # -- public step-level API ------------------------------------------------------------------
 def _jac_scale_inv(neq: LeastSquaresFactor, old=None):
     norms = jnp.sqrt(jnp.sum(neq.R * neq.R, axis=0))  # column norms of J
@@ -395,7 +425,10 @@ def tr_propose(state: TRState, lower, upper, options) -> Proposal:
     theta = jnp.maximum(0.995, 1.0 - g_norm)
     coef, alpha = _solve_subproblem(sv, jnp.sum(u * uf[:, None], axis=0), state.radius, state.alpha, n_rows)
     p_h = jnp.sum(vt * coef[:, None], axis=0)
-    step, step_h, predicted = _select_step(state.p, b_aug, g_h, d * p_h, p_h, d, state.radius, lower, upper, theta)
+    if _unbounded(lower, upper):
+        step, step_h, predicted = _unbounded_step(state.p, b_aug, g_h, d * p_h, p_h, d, state.radius, lower, upper)
+    else:
+        step, step_h, predicted = _select_step(state.p, b_aug, g_h, d * p_h, p_h, d, state.radius, lower, upper, theta)
     return Proposal(_strictly_feasible(state.p + step, lower, upper), step, step_h, predicted, alpha)
 
 

@@ -308,3 +308,26 @@ def test_in_graph_jacobi_decompositions_match_lapack(p):
     one = jax.jit(small_linalg.svd).lower(mats[0]).compile(compiler_options=COMPILER_OPTIONS)
     for i in range(len(mats)):
         assert all(np.array_equal(np.asarray(a), b[i]) for a, b in zip(one(mats[i]), (u, s, vt))), i
+
+
+def test_unbounded_step_is_select_step_bit_for_bit(data):
+    """Bounds known to be infinite while tracing (NumPy constants, as fit_batch passes them)
+    take the short path of tr_propose; bounds passed as arguments take select_step. The
+    proposals are the same bits, including a NaN trust-region step (NaN radius), where
+    select_step falls back to the scaled Cauchy step."""
+    x, y, sigma, _ = data
+    lo, hi = INF3
+    opts = SolverOptions(**TOL)
+    neq_fn = jax.jit(lambda p: chunk_normal_eqs(expdecay, "linear", 1.0, p, x, y, sigma, np.ones(x.size, bool)))
+    static = jax.jit(lambda s: tr_propose(s, lo, hi, opts))
+    traced = jax.jit(lambda s, lo_, hi_: tr_propose(s, lo_, hi_, opts))
+    seen_nan_step = False
+    for p0 in ([1.0, 1.0, 0.0], [0.1, 4.0, 2.0], [2.0, 0.5, 0.3]):
+        state = tr_init(jnp.array(p0), neq_fn(jnp.array(p0)), lo, hi, opts)
+        for radius in (float(state.radius), 1e-3, 1e3, np.nan):
+            s = state._replace(radius=jnp.asarray(radius))
+            a, b = static(s), traced(s, jnp.asarray(lo), jnp.asarray(hi))
+            for u, v in zip(a, b):
+                np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+            seen_nan_step |= bool(np.isnan(radius))
+    assert seen_nan_step
