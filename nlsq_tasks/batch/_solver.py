@@ -122,6 +122,8 @@ def _lanes_fn(fn, loss: str, tile: int, has_sigma: bool, has_x_scale: bool, pack
     def one(packed, fresh, stop_nfev, p0, lower, upper, x, y, sigma, n_valid, ftol, xtol, gtol, f_scale, max_nfev,
             x_scale):
         settings = TRSettings(ftol, xtol, gtol, max_nfev, x_scale)
+        if lower is None:  # every fit unbounded: the bounds are constants of the program
+            lower, upper = np.full(p0.shape[0], -np.inf), np.full(p0.shape[0], np.inf)
         carry = packing.unpack(packed)
         # A fresh lane starts as engine.loop.drive starts: the placeholder state, not started.
         start = tr_init(p0, zero_factor(p0.shape[0]), lower, upper, settings)  # = the zero pass, factored (no eigh)
@@ -208,7 +210,10 @@ def solve_lanes(fn, loss, tile, lanes: int, p0, lower, upper, x, y, sigma, n_val
     """
     k, n_params = p0.shape
     lanes = int(lanes)
-    per_fit = [np.asarray(p0, np.float64), np.asarray(lower, np.float64), np.asarray(upper, np.float64),
+    lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+    if np.all(np.isneginf(lower)) and np.all(np.isposinf(upper)):
+        lower = upper = None
+    per_fit = [np.asarray(p0, np.float64), lower, upper,
                np.asarray(x), np.asarray(y), None if sigma is None else np.asarray(sigma),
                np.asarray(n_valid, np.int64), np.ascontiguousarray(tols[:, 0]), np.ascontiguousarray(tols[:, 1]),
                np.ascontiguousarray(tols[:, 2])]
