@@ -141,9 +141,11 @@ def _lanes_fn(fn, loss: str, tile: int, has_sigma: bool, has_x_scale: bool, pack
 
 # Lanes run as GROUPS independent sets of lanes (one executable, a half of the lanes each)
 # when there are at least GROUPS * MIN_GROUP_LANES of them: while the device runs one
-# group's round, the host hands out the other group's finished fits and refills its lanes,
-# and the two rounds in flight keep both cores busy between the executable's own
-# parallel kernels. A group is a batch of lanes like any other: the fits are unchanged.
+# group's round, the host hands out the other group's finished fits and refills its lanes.
+# The device runs one round at a time (a profile shows the two groups' rounds never
+# overlap), so the gain is host work off the critical path, not more cores. (Computing the
+# finished fits' covariances there too was tried: no gain, measured.) A group is a batch
+# of lanes like any other.
 GROUPS = 2
 MIN_GROUP_LANES = 256
 
@@ -221,7 +223,9 @@ def solve_lanes(fn, loss, tile, lanes: int, p0, lower, upper, x, y, sigma, n_val
     shared = _place_shared((np.float64(f_scale), np.int32(max_nfev),
                             None if x_scale is None else np.asarray(x_scale, np.float64)), mesh)
     packing = _packing(n_params, x_scale is None)
-    n_groups = GROUPS if mesh is None and lanes % GROUPS == 0 and lanes >= GROUPS * MIN_GROUP_LANES else 1
+    # (CPU only: an accelerator wants its lanes in one launch, and none was at hand to measure)
+    n_groups = (GROUPS if mesh is None and jax.default_backend() == "cpu" and lanes % GROUPS == 0
+                and lanes >= GROUPS * MIN_GROUP_LANES else 1)
     groups = [_Group(lanes // n_groups, packing.width, per_fit, mesh) for _ in range(n_groups)]
     done = np.zeros((k, packing.width))
     next_fit, rounds, compile_s, run_s = 0, 0, 0.0, 0.0
