@@ -32,6 +32,7 @@ from typing import NamedTuple
 import numpy as np
 
 EPS = np.finfo(np.float64).eps
+_EPS = float(EPS)
 NULL_WEIGHT = 1e-3  # a parameter with this much weight in a dropped direction is undetermined
 
 
@@ -96,13 +97,12 @@ def pseudo_inverse(r: np.ndarray, n_points: int) -> tuple[np.ndarray, list[int],
     values = sv.tolist()
     first, last = values[0], values[-1]
     if first > 0:
-        cut = float(EPS * max(n_points, p) * sv[0])
+        cut = _EPS * max(n_points, p) * first  # numpy's float64 products, as Python floats
         kept = sum(v > cut for v in values)
     else:
         kept = 0
-    if kept == p:  # full rank: nothing dropped (vt[keep] is vt, as a copy)
-        vk = vt[:p].copy()
-        binv = (vk.T / sv ** 2) @ vk
+    if kept == p and vt.flags.c_contiguous:  # full rank: nothing dropped (vt[keep] would be a C-ordered copy of vt)
+        binv = (vt.T / sv ** 2) @ vt
         undetermined: list[int] = []
     else:
         keep = np.array([v > cut for v in values]) if first > 0 else np.zeros(p, bool)

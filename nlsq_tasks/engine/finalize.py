@@ -42,7 +42,7 @@ def build_result(
     timings: dict[str, float],
 ) -> FitResult:
     """A FitResult from a finished state (``state.status`` must not be RUNNING)."""
-    neq = LeastSquaresFactor(*(np.asarray(a) for a in state.neq))
+    neq = LeastSquaresFactor(*(a if np.ndim(a) == 0 else np.asarray(a) for a in state.neq))  # scalars as they are
     p = int(np.asarray(state.p).shape[0])
     stats = statistics(neq, sst, p)
     status = FitStatus(int(state.status))

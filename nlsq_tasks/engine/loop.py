@@ -208,22 +208,29 @@ def _unpacker(shapes):
     or converted to their dtype (exact: see :func:`_packing`). The slicing plan is made
     once per compiled solver: a small fit's state has ~25 leaves, and this runs every call."""
     leaves, treedef = jax.tree_util.tree_flatten(shapes)
-    plan, offset = [], 0
-    for a in leaves:
+    arrays, scalars, offset = [], {}, 0  # scalars: one gather per dtype, not one index per leaf
+    for position, a in enumerate(leaves):
         size = int(np.prod(a.shape))
         dtype = np.dtype(a.dtype)
-        plan.append((offset, offset + size, tuple(a.shape), None if dtype == np.float64 else dtype))
+        if a.shape:
+            arrays.append((position, offset, offset + size, tuple(a.shape), None if dtype == np.float64 else dtype))
+        else:
+            scalars.setdefault(dtype, ([], []))
+            scalars[dtype][0].append(position)
+            scalars[dtype][1].append(offset)
         offset += size
+    gathers = [(dtype, positions, np.asarray(offsets)) for dtype, (positions, offsets) in scalars.items()]
 
     def unpack(vec):
         vec = np.asarray(vec)
-        parts = []
-        for lo, hi, shape, cast in plan:
-            if not shape:  # a scalar: one element (np.float64), or converted to its dtype's scalar
-                parts.append(vec[lo] if cast is None else cast.type(vec[lo]))
-            else:
-                part = vec[lo:hi].reshape(shape)
-                parts.append(part if cast is None else part.astype(cast))
+        parts = [None] * len(leaves)
+        for position, lo, hi, shape, cast in arrays:
+            part = vec[lo:hi].reshape(shape)
+            parts[position] = part if cast is None else part.astype(cast)
+        for dtype, positions, offsets in gathers:  # iterating an array gives scalars of its dtype
+            values = vec[offsets]
+            for position, value in zip(positions, values if dtype == np.float64 else values.astype(dtype)):
+                parts[position] = value
         return treedef.unflatten(parts)
 
     return unpack
@@ -240,6 +247,60 @@ def _signature(a):
 _GRAM = functools.partial(solve, mode="gram")
 
 
+class _DeviceConstants:
+    """The arguments of a compiled call that a repeated fit passes unchanged (bounds, real
+    point count, ``f_scale``, settings), kept on the device once they are seen twice.
+
+    A NumPy argument is converted on every call; a device array is not (measured: ~10-14
+    us less per call of a 3-parameter fit). Keyed by the bytes of the values (so -0.0 and
+    0.0, or two NaNs, are told apart exactly as the program sees them), made on the second
+    sighting (a fit whose bounds change every call pays nothing), bounded (oldest dropped).
+    The program and the values it gets are the same either way."""
+
+    SIZE = 64
+
+    def __init__(self):
+        self._seen: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, lower, upper, n_valid, f_scale, settings: TRSettings):
+        xs = settings.x_scale
+        try:
+            key = (lower.tobytes(), upper.tobytes(), lower.shape, n_valid.tobytes(), f_scale.tobytes(),
+                   np.asarray(settings.ftol).tobytes(), np.asarray(settings.xtol).tobytes(),
+                   np.asarray(settings.gtol).tobytes(), np.asarray(settings.max_nfev).tobytes(),
+                   np.asarray(settings.max_nfev).dtype, None if xs is None else (np.asarray(xs).tobytes(), np.shape(xs)))
+        except (AttributeError, TypeError):  # settings already traced or foreign: pass them as they are
+            return None
+        with self._lock:
+            held = self._seen.get(key)
+            if held is not None:
+                self._seen.move_to_end(key)
+                if held is not True:
+                    return held
+        if held is None:  # first sighting: remember the key only
+            with self._lock:
+                self._seen[key] = True
+                self._trim()
+            return None
+        on_device = tuple(jax.device_put((lower, upper, n_valid, f_scale, settings)))
+        with self._lock:
+            self._seen[key] = on_device
+            self._trim()
+        return on_device
+
+    def _trim(self) -> None:
+        while len(self._seen) > self.SIZE:
+            self._seen.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._seen.clear()
+
+
+_constants = _DeviceConstants()
+
+
 def run_loop(fn, loss: str, tile: int, p0, lower, upper, x, y, sigma, n_valid: int, f_scale: float, settings: TRSettings,
              progress=None):
     """Run the compiled loop; returns ``(LoopOutput, timings)``.
@@ -250,16 +311,16 @@ def run_loop(fn, loss: str, tile: int, p0, lower, upper, x, y, sigma, n_valid: i
     ``timings`` holds ``compile_s`` (wall, 0.0 when a cached executable was reused),
     ``compile_cpu_s`` (process CPU seconds of that compile) and ``run_s``.
     """
+    lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
+    n_valid, f_scale = np.int64(n_valid), np.float64(f_scale)
+    constants = _constants.get(lower, upper, n_valid, f_scale, settings)
     args = (  # numpy: converted once by the compiled call (cheaper than jnp.asarray each)
         np.asarray(p0, np.float64),
-        np.asarray(lower, np.float64),
-        np.asarray(upper, np.float64),
+        *(constants[:2] if constants is not None else (lower, upper)),
         x,
         y,
         sigma,
-        np.int64(n_valid),
-        np.float64(f_scale),
-        settings,
+        *(constants[2:] if constants is not None else (n_valid, f_scale, settings)),
     )
     token = None
     if progress is not None:

@@ -16,7 +16,6 @@ Statistics (for ``n`` points, ``p`` free parameters, weighted residuals ``r_i``)
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -115,7 +114,8 @@ class FitResult:
         d = plan.to_dict() if hasattr(plan, "to_dict") else dict(plan)
         # a shallow copy with these fields set: what dataclasses.replace gives (no field has
         # an init-time rule), without re-running __init__ for every field of a small fit
-        out = copy.copy(self)
+        out = object.__new__(type(self))  # copy.copy of a plain dataclass, without its pickle protocol
+        out.__dict__.update(self.__dict__)
         out.strategy = d["strategy"]
         out.strategy_reason = d["reason"]
         out.budget = dict(d.get("budget") or {})

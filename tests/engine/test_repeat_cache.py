@@ -92,3 +92,22 @@ def test_a_re_registered_model_name_is_planned_again():
     finally:
         unregister_model("repeat_test_model")
     assert second.chi2 < first.chi2 / 10  # the new model (with the offset) was fitted
+
+
+@pytest.mark.parametrize("options", [
+    {},
+    {"loss": "cauchy", "f_scale": 0.1},
+    {"bounds": ([0.0, 0.0, -1.0], [5.0, 3.0, 1.0]), "x_scale": [1.0, 2.0, 0.5]},
+])
+def test_the_third_call_equals_the_first_bit_for_bit(options):
+    """From the second identical call on, the bounds, settings and f_scale are passed to
+    the compiled solver as device arrays (engine.loop._DeviceConstants), the plan and the
+    model are reused: every number of the result is the first call's."""
+    _repeat.clear()
+    x, y = _data(7)
+    first, second, third = (fit(decay, x, y, p0=[1.0, 1.0, 0.0], **options) for _ in range(3))
+    for again in (second, third):
+        again.timings = first.timings  # wall times differ, every other field must not
+        assert again == first
+        np.testing.assert_array_equal(again.popt, first.popt)
+        np.testing.assert_array_equal(again.pcov, first.pcov)
