@@ -105,7 +105,9 @@ def stages(n: int, calls: int) -> None:
     spent = collections.defaultdict(list)
 
     def timed(owner, name, label=None):
-        inner = getattr(owner, name)
+        inner = getattr(owner, name, None)
+        if inner is None:  # an older layout of the front door: that stage is not shown
+            return
 
         @functools.wraps(inner)
         def wrapper(*a, **k):

@@ -143,7 +143,8 @@ def curve_fit(
     workflow = kwargs.pop("workflow", "auto")
     goal = kwargs.pop("goal", None)
     memory_limit_gb = kwargs.pop("memory_limit_gb", None)
-    V.check_kwargs(kwargs, tuple(k for k in api.FIT_KWARGS if k != "nan_policy") + ("maxfev",), "curve_fit")
+    if kwargs:
+        V.check_kwargs(kwargs, tuple(k for k in api.FIT_KWARGS if k != "nan_policy") + ("maxfev",), "curve_fit")
     method = V.one_of("method", method, METHODS, normalize=lambda m: m.lower() if isinstance(m, str) else m)
     notes = [DOGBOX_NOTE] if method == "dogbox" else []
     if check_finite is None:
@@ -199,7 +200,7 @@ def curve_fit(
     if not result.success:
         raise RuntimeError("Optimal parameters not found: " + result.message)
     popt, pcov = np.asarray(result.popt), np.asarray(result.pcov)
-    if not np.all(np.isfinite(pcov)):
+    if not np.isfinite(pcov).all():
         warnings.warn("Covariance of the parameters could not be estimated", optimize_warning(), stacklevel=2)
     if not full_output:
         return CurveFitResult((popt, pcov), result)

@@ -182,6 +182,9 @@ class _Compiled:
         self.compile_s = compile_s
         self.compile_cpu_s = compile_cpu_s
         self.unpack = unpack
+        # compiled with no jax.default_device in force: it runs on the default device,
+        # where _DeviceConstants puts its arrays
+        self.on_default_device = jax.config.jax_default_device is None
 
 
 def _packing(function):
@@ -311,16 +314,16 @@ def run_loop(fn, loss: str, tile: int, p0, lower, upper, x, y, sigma, n_valid: i
     ``timings`` holds ``compile_s`` (wall, 0.0 when a cached executable was reused),
     ``compile_cpu_s`` (process CPU seconds of that compile) and ``run_s``.
     """
-    lower, upper = np.asarray(lower, np.float64), np.asarray(upper, np.float64)
-    n_valid, f_scale = np.int64(n_valid), np.float64(f_scale)
-    constants = _constants.get(lower, upper, n_valid, f_scale, settings)
     args = (  # numpy: converted once by the compiled call (cheaper than jnp.asarray each)
         np.asarray(p0, np.float64),
-        *(constants[:2] if constants is not None else (lower, upper)),
+        np.asarray(lower, np.float64),
+        np.asarray(upper, np.float64),
         x,
         y,
         sigma,
-        *(constants[2:] if constants is not None else (n_valid, f_scale, settings)),
+        np.int64(n_valid),
+        np.float64(f_scale),
+        settings,
     )
     token = None
     if progress is not None:
@@ -334,15 +337,30 @@ def run_loop(fn, loss: str, tile: int, p0, lower, upper, x, y, sigma, n_valid: i
     t0 = time.perf_counter()
     timings = {"compile_s": 0.0, "compile_cpu_s": 0.0}
     try:
-        out = _call(("gram",) + key, _GRAM, fn, loss, tile, args, timings)
+        out = _call(("gram",) + key, _GRAM, fn, loss, tile, _with_constants(("gram",) + key, args), timings)
         if int(out.state.status) == RUNNING and bool(out.state.gram_ill):
             # the normal equations lost too many digits: continue on the factor of J (TSQR)
-            out = _call(("qr",) + key, solve_from, fn, loss, tile, (out.state,) + args[1:], timings)
+            qr_key = ("qr",) + key
+            out = _call(qr_key, solve_from, fn, loss, tile, (out.state,) + _with_constants(qr_key, args)[1:], timings)
     finally:
         if token is not None:
             _reporters.pop(token, None)
     timings["run_s"] = time.perf_counter() - t0 - timings["compile_s"]
     return out, timings
+
+
+def _with_constants(key, args):
+    """``args`` with the constants on the device (see :class:`_DeviceConstants`) when the
+    solver for ``key`` is compiled and runs on the default device, and no other device is
+    the default now (an explicit ``jax.default_device`` keeps NumPy arguments)."""
+    entry = _cache.get(key)
+    if entry is None or not entry.on_default_device or jax.config.jax_default_device is not None:
+        return args
+    constants = _constants.get(*args[1:3], *args[6:9])
+    if constants is None:
+        return args
+    lower, upper, n_valid, f_scale, settings = constants
+    return (args[0], lower, upper, *args[3:6], n_valid, f_scale, settings, *args[9:])
 
 
 def _call(key, function, fn, loss, tile, args, timings):

@@ -100,14 +100,30 @@ def test_a_re_registered_model_name_is_planned_again():
     {"bounds": ([0.0, 0.0, -1.0], [5.0, 3.0, 1.0]), "x_scale": [1.0, 2.0, 0.5]},
 ])
 def test_the_third_call_equals_the_first_bit_for_bit(options):
-    """From the second identical call on, the bounds, settings and f_scale are passed to
-    the compiled solver as device arrays (engine.loop._DeviceConstants), the plan and the
-    model are reused: every number of the result is the first call's."""
+    """From the third identical call on (the second with the solver compiled), the bounds,
+    settings and f_scale are passed to the compiled solver as device arrays
+    (engine.loop._DeviceConstants), the plan and the model are reused: every number of the
+    result is the first call's."""
     _repeat.clear()
     x, y = _data(7)
-    first, second, third = (fit(decay, x, y, p0=[1.0, 1.0, 0.0], **options) for _ in range(3))
-    for again in (second, third):
+    first, *again_and_again = (fit(decay, x, y, p0=[1.0, 1.0, 0.0], **options) for _ in range(4))
+    for again in again_and_again:
         again.timings = first.timings  # wall times differ, every other field must not
         assert again == first
         np.testing.assert_array_equal(again.popt, first.popt)
         np.testing.assert_array_equal(again.pcov, first.pcov)
+
+
+def test_repeated_fits_under_another_default_device_keep_numpy_arguments():
+    """A solver compiled under jax.default_device, or a call made under one, does not get
+    constants placed on the default device (it may run elsewhere); results are unchanged."""
+    import jax
+
+    _repeat.clear()
+    x, y = _data(8)
+    with jax.default_device(jax.devices()[-1]):
+        inside = [fit(decay, x, y, p0=[1.0, 1.0, 0.2]) for _ in range(3)]
+    outside = [fit(decay, x, y, p0=[1.0, 1.0, 0.2]) for _ in range(3)]
+    for r in inside[1:] + outside:
+        np.testing.assert_array_equal(r.popt, inside[0].popt)
+        np.testing.assert_array_equal(r.pcov, inside[0].pcov)
