@@ -140,6 +140,20 @@ def test_blocks_give_the_same_fits():
         assert _close(split.popt[i], whole.popt[i]) < RTOL
 
 
+def test_two_groups_of_lanes_hand_every_fit_out_once():
+    """512 lanes run as two groups of 256 (one in flight while the host refills the other);
+    520 fits: every fit is handed out once, its row is its own, and it equals the fit done
+    alone (the first ones, the last ones refilled into freed lanes, and some between)."""
+    from nlsq_tasks.batch import _solver
+
+    x, y = _data(520, 20, seed=13)
+    batch = fit_batch(decay, x, y, p0=[1.0, 1.0, 0.0], block_size=512)
+    assert batch.blocks["block_size"] == 512 and 512 // _solver.GROUPS >= _solver.MIN_GROUP_LANES
+    assert batch.success.all() and (batch.nfev >= 2).all()
+    for i in (0, 1, 255, 256, 300, 511, 512, 519):
+        _assert_same(batch, i, fit(decay, x, y[i], p0=[1.0, 1.0, 0.0]))
+
+
 def test_bad_arguments_name_the_field():
     x, y = _data(2, 20)
     with pytest.raises(ValueError, match="p0") as e:
