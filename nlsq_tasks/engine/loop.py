@@ -36,11 +36,11 @@ import numpy as np
 from jax import lax
 
 from .progress import ProgressEvent
-from .normal_eqs import Factored, NormalEquations, as_factor, centered_sum_squares, zero_normal_eqs
+from .normal_eqs import ELEMENTWISE_MAX_POINTS, Factored, NormalEquations, as_factor, centered_sum_squares, zero_normal_eqs
 from ._compiler import COMPILER_OPTIONS
 from .passes import Layout, LeastSquaresFactorPass, NormalEquationsPass, in_graph_executor
 from .passes import bucket_size as bucket_size  # noqa: F401  (re-exported: the loop's size buckets)
-from .trust_region import RUNNING, TRSettings, TRState, continue_state, tr_init, tr_propose, tr_update
+from .trust_region import RUNNING, Proposal, TRSettings, TRState, continue_state, tr_init, tr_propose, tr_update
 
 _CACHE_SIZE = 64
 
@@ -74,15 +74,24 @@ def solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, setti
     layout = Layout(x, y, sigma, n_valid, tile)
     gram = in_graph_executor(NormalEquationsPass(fn, loss), layout, f_scale)
     qr = in_graph_executor(LeastSquaresFactorPass(fn, loss), layout, f_scale)
+    # The normal-equations loop runs packed (see _drive_packed). The TSQR loops keep the plain
+    # body: their results depend on XLA's rounding inside the pass (the polish stops on a
+    # gain below 1e-15), and the packed program rounds differently there (NIST BoxBOD
+    # start 1 lost 2 digits); they are the rare path (ill-conditioned fits).
+    # Small data only (one block of at most ELEMENTWISE_MAX_POINTS points, where the fixed
+    # cost per call matters): above it the pass's matrix products, compiled in a branch,
+    # round differently for the robust losses (last bits of J^T r).
+    packed = y.shape[0] <= ELEMENTWISE_MAX_POINTS
     if mode == "qr":
         state = drive(qr, p0, lower, upper, settings, progress_token)
     else:
-        state = drive(gram, p0, lower, upper, settings, progress_token, stop_when_ill=True)
+        state = drive(gram, p0, lower, upper, settings, progress_token, stop_when_ill=True, packed=packed)
         if mode != "gram":
             state = drive(qr, state.p, lower, upper, settings, progress_token, start=state)
-    count = jnp.maximum(state.neq.count, 1.0)
-    sst = centered_sum_squares(y, n_valid, state.neq.sum_y / count)
-    return LoopOutput(state, sst)
+    if not packed:
+        count = jnp.maximum(state.neq.count, 1.0)
+        return LoopOutput(state, centered_sum_squares(y, n_valid, state.neq.sum_y / count))
+    return LoopOutput(state, _sst(state, y, n_valid, settings))
 
 
 def solve_from(fn, loss, tile, start: TRState, lower, upper, x, y, sigma, n_valid, f_scale, settings: TRSettings,
@@ -96,8 +105,18 @@ def solve_from(fn, loss, tile, start: TRState, lower, upper, x, y, sigma, n_vali
     return LoopOutput(state, sst)
 
 
+def _sst(state, y, n_valid, settings):
+    """:math:`\\sum (y - \\bar y)^2` at the end of the fit, in its own branch (see :func:`_drive_packed`)."""
+
+    def sst():
+        count = jnp.maximum(state.neq.count, 1.0)
+        return centered_sum_squares(y, n_valid, state.neq.sum_y / count)
+
+    return lax.cond(jnp.asarray(settings.max_nfev) >= 0, sst, lambda: jnp.zeros((), y.dtype))
+
+
 def drive(evaluate, p0, lower, upper, settings: TRSettings, progress_token=None, *,
-          stop_when_ill: bool = False, start: TRState | None = None) -> TRState:
+          stop_when_ill: bool = False, start: TRState | None = None, packed: bool = False) -> TRState:
     """The trust-region loop as one ``lax.while_loop`` over an in-graph pass executor.
 
     ``evaluate(params (p,))`` is traceable (see :mod:`.passes`) and returns
@@ -110,14 +129,21 @@ def drive(evaluate, p0, lower, upper, settings: TRSettings, progress_token=None,
     # The first pass (at p0) runs inside the loop too, so the data pass appears once in the
     # compiled program (it dominates compile time): iteration 0 evaluates p0 and calls
     # tr_init, later ones evaluate the proposal and call tr_update.
-    if start is None:
-        placeholder = tr_init(p0, zero_normal_eqs(p0.shape[0]), lower, upper, settings)
-        placeholder = placeholder._replace(status=jnp.asarray(RUNNING, jnp.int32))
-        first = None
-    else:
-        placeholder = start._replace(gram_ill=jnp.asarray(False))
+    def initial():
+        if start is None:
+            placeholder = tr_init(p0, zero_normal_eqs(p0.shape[0]), lower, upper, settings)
+            return placeholder._replace(status=jnp.asarray(RUNNING, jnp.int32)), jnp.asarray(False)
+        return start._replace(gram_ill=jnp.asarray(False)), jnp.asarray(False)
+
+    first = None
+    if start is not None:
         first = lambda neq: continue_state(tr_init(p0, neq, lower, upper, settings), start)  # noqa: E731
-    state, _ = drive_from(evaluate, (placeholder, jnp.asarray(False)), p0, lower, upper, settings,
+    if packed:
+        hard_cap = settings.max_nfev + 1
+        state, _ = _drive_packed(evaluate, initial, p0, lower, upper, settings, hard_cap, progress_token,
+                                 stop_when_ill, first or (lambda neq: tr_init(p0, neq, lower, upper, settings)))
+        return state
+    state, _ = drive_from(evaluate, initial(), p0, lower, upper, settings,
                           progress_token=progress_token, stop_when_ill=stop_when_ill, first=first)
     return state
 
@@ -158,6 +184,108 @@ def drive_from(evaluate, carry, p0, lower, upper, settings: TRSettings, stop_nfe
     return lax.while_loop(cond, body, carry)
 
 
+class _Packer:
+    """A pytree of arrays <-> one float64 vector (int32 counters and flags are exact in float64)."""
+
+    def __init__(self, template):
+        leaves, self.treedef = jax.tree_util.tree_flatten(template)
+        self.shapes = [(tuple(a.shape), a.dtype) for a in leaves]
+        self.sizes = [int(np.prod(shape)) for shape, _ in self.shapes]
+        self.size = int(sum(self.sizes))
+
+    def pack(self, tree):
+        return jnp.concatenate([jnp.ravel(a).astype(jnp.float64) for a in jax.tree_util.tree_leaves(tree)])
+
+    def unpack(self, vec):
+        out, at = [], 0
+        for (shape, dtype), size in zip(self.shapes, self.sizes):
+            out.append(vec[at:at + size].reshape(shape).astype(dtype))
+            at += size
+        return jax.tree_util.tree_unflatten(self.treedef, out)
+
+
+class _Step(NamedTuple):
+    """The packed loop's carry: the state, the proposal to evaluate next, and whether the
+    first pass (at ``p0``) has run."""
+
+    state: TRState
+    prop: Proposal
+    started: jnp.ndarray
+
+
+def _drive_packed(evaluate, initial, p0, lower, upper, settings, hard_cap, progress_token, stop_when_ill, first):
+    """:func:`drive`'s loop (the same arithmetic) shaped for XLA:CPU's thunk runtime.
+
+    XLA:CPU runs each computation (the entry, a loop body, a conditional branch) with a thunk
+    executor that runs its kernels one after the other in the calling thread only when it has
+    at most 8 of them or touches no buffer over 512 bytes; otherwise it hands kernels whose
+    inputs are ready to the intra-op thread pool, and on a small fit every hand-off (a thread
+    wake-up, tens of microseconds on a shared VM) costs more than the kernels. The plain
+    loop had ~120 kernels per iteration and ~80 at the entry next to the data: a 100-point
+    fit spent more time handing kernels between threads than computing.
+
+    So every computation that touches the data has at most 8 kernels, and the many small
+    ``p x p`` kernels live in branches that touch no data (which run in line, however many):
+
+    - the entry: build the start (a branch), the loop, unpack the result (a branch);
+    - the loop body: the pass (its own branch: ``evaluate`` is the only code that reads
+      the data), then one branch for the whole step (update, then the next proposal), and
+      the copy of the carry, which is one float64 vector (one copy, not one per field);
+    - the loop's condition reads three numbers of that vector.
+
+    The branches' predicate is a run-time ``True`` that XLA cannot fold (``max_nfev >= 0``).
+    ``initial()`` gives the ``(state, started)`` to start from (built inside a branch too).
+    """
+    p0 = jnp.asarray(p0, jnp.float64)
+    always = jnp.asarray(settings.max_nfev) >= 0  # True at run time; XLA cannot fold it away
+
+    def propose(s):
+        return tr_propose(s, lower, upper, settings)
+
+    def blank(s):
+        return Proposal(p0, jnp.zeros_like(p0), jnp.zeros_like(p0), jnp.zeros((), p0.dtype), s.alpha)
+
+    def proposal_at(s):
+        """The next trial point, while the fit runs (no proposal after the last update)."""
+        return lax.cond(s.status == RUNNING, lambda: propose(s), lambda: blank(s))
+
+    def start():  # the first pass is at p0: no proposal yet
+        state0, _ = initial()
+        return _Step(state0, blank(state0), jnp.asarray(False))
+
+    packer = _Packer(jax.eval_shape(start))
+    zeros_result = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(evaluate, p0))
+
+    def cond(vec):
+        s = packer.unpack(vec).state
+        go = (s.status == RUNNING) & (s.nfev < hard_cap)
+        return (go & ~s.gram_ill) if stop_when_ill else go
+
+    def body(vec):
+        # the pass's result leaves the branch as it is: packing its sums into one vector would
+        # change the shape of their reductions, and with it XLA's summation order (last bits)
+        raw = lax.cond(always, lambda: evaluate(packer.unpack(vec).prop.p_trial), lambda: zeros_result)
+
+        def advance():
+            step = packer.unpack(vec)
+            neq = Factored(*as_factor(raw))
+            s = lax.cond(
+                step.started,
+                lambda: tr_update(step.state, step.prop, neq, lower, upper, settings),
+                lambda: first(neq),
+            )
+            if progress_token is not None:
+                jax.debug.callback(_emit, progress_token, s.nit, s.nfev, s.neq.cost)
+            return packer.pack(_Step(s, proposal_at(s), jnp.asarray(True)))
+
+        return lax.cond(always, advance, lambda: vec)
+
+    vec = lax.while_loop(cond, body, lax.cond(always, lambda: packer.pack(start()), lambda: jnp.zeros(packer.size)))
+    zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(start))
+    step = lax.cond(always, lambda: packer.unpack(vec), lambda: zeros)
+    return step.state, step.started
+
+
 # Progress callbacks of running loops, by token: the compiled program carries only the
 # token, so one cached executable serves every caller (and callbacks run on XLA's threads,
 # where thread-locals of the caller are not visible).
@@ -195,7 +323,16 @@ def _packing(function):
 
     def packed(*args):
         out = function(*args)
-        return jnp.concatenate([jnp.ravel(a).astype(jnp.float64) for a in jax.tree_util.tree_leaves(out)])
+
+        def concatenated():
+            return jnp.concatenate([jnp.ravel(a).astype(jnp.float64) for a in jax.tree_util.tree_leaves(out)])
+
+        if getattr(function, "func", function) is not solve or args[7].shape[0] > ELEMENTWISE_MAX_POINTS:
+            return concatenated()
+        # in a branch (predicate True at run time: nfev >= 1), so that its ~30 small kernels
+        # run in line rather than from the entry computation (see _drive_packed)
+        size = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(out))
+        return lax.cond(out.state.nfev >= 0, concatenated, lambda: jnp.zeros(size))
 
     # the persistent compilation cache names its entries after this function: keep them
     # recognisable as the solver's ("jit__solve_packed_<variant>")
