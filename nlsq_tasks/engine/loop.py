@@ -35,6 +35,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .._lru import BoundedLRU
 from .progress import ProgressEvent
 from .normal_eqs import ELEMENTWISE_MAX_POINTS, Factored, NormalEquations, as_factor, centered_sum_squares, zero_normal_eqs
 from ._compiler import COMPILER_OPTIONS
@@ -81,7 +82,7 @@ def solve(fn, loss, tile, p0, lower, upper, x, y, sigma, n_valid, f_scale, setti
     # Small data only (one block of at most ELEMENTWISE_MAX_POINTS points, where the fixed
     # cost per call matters): above it the pass's matrix products, compiled in a branch,
     # round differently for the robust losses (last bits of J^T r).
-    packed = y.shape[0] <= ELEMENTWISE_MAX_POINTS
+    packed = _runs_packed(y)
     if mode == "qr":
         state = drive(qr, p0, lower, upper, settings, progress_token)
     else:
@@ -105,6 +106,26 @@ def solve_from(fn, loss, tile, start: TRState, lower, upper, x, y, sigma, n_vali
     return LoopOutput(state, sst)
 
 
+def _runs_packed(y) -> bool:
+    """Whether :func:`solve` runs its normal-equations loop packed (:func:`_drive_packed`):
+    small data only (one block of at most ELEMENTWISE_MAX_POINTS points, where the fixed cost
+    per call matters). :func:`_packing` asks the same question of the same ``y``."""
+    return y.shape[0] <= ELEMENTWISE_MAX_POINTS
+
+
+def _in_line(compute, always):
+    """``compute()`` in a branch whose predicate ``always`` is True at run time but cannot be
+    folded by XLA, so that its kernels run in line in the calling thread (see
+    :func:`_drive_packed`); the other branch gives zeros of the same shapes."""
+    zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(compute))
+    return lax.cond(always, compute, lambda: zeros)
+
+
+def _as_vector(tree):
+    """The leaves of ``tree`` as one float64 vector (int32 counters and flags are exact)."""
+    return jnp.concatenate([jnp.ravel(a).astype(jnp.float64) for a in jax.tree_util.tree_leaves(tree)])
+
+
 def _sst(state, y, n_valid, settings):
     """:math:`\\sum (y - \\bar y)^2` at the end of the fit, in its own branch (see :func:`_drive_packed`)."""
 
@@ -112,7 +133,7 @@ def _sst(state, y, n_valid, settings):
         count = jnp.maximum(state.neq.count, 1.0)
         return centered_sum_squares(y, n_valid, state.neq.sum_y / count)
 
-    return lax.cond(jnp.asarray(settings.max_nfev) >= 0, sst, lambda: jnp.zeros((), y.dtype))
+    return _in_line(sst, jnp.asarray(settings.max_nfev) >= 0)
 
 
 def drive(evaluate, p0, lower, upper, settings: TRSettings, progress_token=None, *,
@@ -191,10 +212,8 @@ class _Packer:
         leaves, self.treedef = jax.tree_util.tree_flatten(template)
         self.shapes = [(tuple(a.shape), a.dtype) for a in leaves]
         self.sizes = [int(np.prod(shape)) for shape, _ in self.shapes]
-        self.size = int(sum(self.sizes))
 
-    def pack(self, tree):
-        return jnp.concatenate([jnp.ravel(a).astype(jnp.float64) for a in jax.tree_util.tree_leaves(tree)])
+    pack = staticmethod(_as_vector)
 
     def unpack(self, vec):
         out, at = [], 0
@@ -254,7 +273,6 @@ def _drive_packed(evaluate, initial, p0, lower, upper, settings, hard_cap, progr
         return _Step(state0, blank(state0), jnp.asarray(False))
 
     packer = _Packer(jax.eval_shape(start))
-    zeros_result = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(evaluate, p0))
 
     def cond(vec):
         s = packer.unpack(vec).state
@@ -264,7 +282,7 @@ def _drive_packed(evaluate, initial, p0, lower, upper, settings, hard_cap, progr
     def body(vec):
         # the pass's result leaves the branch as it is: packing its sums into one vector would
         # change the shape of their reductions, and with it XLA's summation order (last bits)
-        raw = lax.cond(always, lambda: evaluate(packer.unpack(vec).prop.p_trial), lambda: zeros_result)
+        raw = _in_line(lambda: evaluate(packer.unpack(vec).prop.p_trial), always)
 
         def advance():
             step = packer.unpack(vec)
@@ -280,9 +298,8 @@ def _drive_packed(evaluate, initial, p0, lower, upper, settings, hard_cap, progr
 
         return lax.cond(always, advance, lambda: vec)
 
-    vec = lax.while_loop(cond, body, lax.cond(always, lambda: packer.pack(start()), lambda: jnp.zeros(packer.size)))
-    zeros = jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), jax.eval_shape(start))
-    step = lax.cond(always, lambda: packer.unpack(vec), lambda: zeros)
+    vec = lax.while_loop(cond, body, _in_line(lambda: packer.pack(start()), always))
+    step = _in_line(lambda: packer.unpack(vec), always)
     return step.state, step.started
 
 
@@ -323,16 +340,11 @@ def _packing(function):
 
     def packed(*args):
         out = function(*args)
-
-        def concatenated():
-            return jnp.concatenate([jnp.ravel(a).astype(jnp.float64) for a in jax.tree_util.tree_leaves(out)])
-
-        if getattr(function, "func", function) is not solve or args[7].shape[0] > ELEMENTWISE_MAX_POINTS:
-            return concatenated()
+        if getattr(function, "func", function) is not solve or not _runs_packed(args[7]):
+            return _as_vector(out)
         # in a branch (predicate True at run time: nfev >= 1), so that its ~30 small kernels
         # run in line rather than from the entry computation (see _drive_packed)
-        size = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(out))
-        return lax.cond(out.state.nfev >= 0, concatenated, lambda: jnp.zeros(size))
+        return _in_line(lambda: _as_vector(out), out.state.nfev >= 0)
 
     # the persistent compilation cache names its entries after this function: keep them
     # recognisable as the solver's ("jit__solve_packed_<variant>")
@@ -400,8 +412,7 @@ class _DeviceConstants:
     SIZE = 64
 
     def __init__(self):
-        self._seen: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
+        self._seen = BoundedLRU(self.SIZE)  # key -> True (seen once) or the device copies
 
     def get(self, lower, upper, n_valid, f_scale, settings: TRSettings):
         xs = settings.x_scale
@@ -412,30 +423,18 @@ class _DeviceConstants:
                    np.asarray(settings.max_nfev).dtype, None if xs is None else (np.asarray(xs).tobytes(), np.shape(xs)))
         except (AttributeError, TypeError):  # settings already traced or foreign: pass them as they are
             return None
-        with self._lock:
-            held = self._seen.get(key)
-            if held is not None:
-                self._seen.move_to_end(key)
-                if held is not True:
-                    return held
+        held = self._seen.get(key)
         if held is None:  # first sighting: remember the key only
-            with self._lock:
-                self._seen[key] = True
-                self._trim()
+            self._seen.put(key, True)
             return None
+        if held is not True:
+            return held
         on_device = tuple(jax.device_put((lower, upper, n_valid, f_scale, settings)))
-        with self._lock:
-            self._seen[key] = on_device
-            self._trim()
+        self._seen.put(key, on_device)
         return on_device
 
-    def _trim(self) -> None:
-        while len(self._seen) > self.SIZE:
-            self._seen.popitem(last=False)
-
     def clear(self) -> None:
-        with self._lock:
-            self._seen.clear()
+        self._seen.clear()
 
 
 _constants = _DeviceConstants()

@@ -90,9 +90,9 @@ _NFEV_CAP = 2**31 - 2  # max_nfev is an int32 in the compiled loop (which also a
 # cost's rounding, and a rule "stop when the cost stops falling" stops at a point that
 # depends on roundoff (a fit alone and the same fit in a batch, whose kernels round
 # differently, then stopped one step apart, up to 4e-9 apart in popt). The gradient still
-# resolves it, so the polish accepts a step whose cost change is within rounding
-# (POLISH_COST_NOISE) when it shrinks the gradient, and stops when a step is refused or
-# the step is below POLISH_XTOL: Gauss-Newton steps converge quadratically there, so the
+# resolves it, so any iteration (the polish included) accepts a step whose cost change is
+# within rounding (POLISH_COST_NOISE) when it halves the gradient, and the polish stops
+# when a step is refused or the step is below POLISH_XTOL: Gauss-Newton steps converge quadratically there, so the
 # polished popt is the minimum to ~POLISH_XTOL, whichever path rounded how.
 POLISH_MAX_POINTS = 10_000
 POLISH_TOL = 1e-15
@@ -483,7 +483,8 @@ def tr_update(state: TRState, prop: Proposal, neq_trial, lower, upper, options) 
         ratio < 0.25, shrink * step_h_norm, jnp.where((ratio > 0.75) & (step_h_norm > 0.95 * delta), 2.0 * delta, delta)
     )
     step_norm = _norm(prop.step)
-    # polishing: a step within the cost's rounding is taken when it shrinks the gradient
+    # any iteration: a step whose cost change is within rounding is taken when it halves the
+    # gradient (near the minimum the cost cannot judge it; see POLISH_COST_NOISE)
     v_trial, _ = _cl_scaling(prop.p_trial, neq_trial.grad, lower, upper)
     g_trial = jnp.max(jnp.abs(neq_trial.grad * v_trial))
     within_rounding = (ared > -POLISH_COST_NOISE * state.neq.cost) & (g_trial < 0.5 * state.g_norm)

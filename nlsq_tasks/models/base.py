@@ -401,11 +401,9 @@ class _CallableModels:
     SIZE = 256
 
     def __init__(self):
-        import threading
-        from collections import OrderedDict
+        from .._lru import BoundedLRU
 
-        self._entries: "OrderedDict[Any, tuple]" = OrderedDict()
-        self._lock = threading.Lock()
+        self._entries = BoundedLRU(self.SIZE)
 
     _ATOMS = (int, float, complex, str, bytes, bool, type(None))
 
@@ -429,11 +427,9 @@ class _CallableModels:
         state = self._state(f)
         if state is None:
             return None
-        with self._lock:
-            entry = self._entries.get(f)
-            if entry is None:
-                return None
-            self._entries.move_to_end(f)
+        entry = self._entries.get(f)
+        if entry is None:
+            return None
         model, held = entry
         return model if self._same(state, held) else None
 
@@ -441,14 +437,10 @@ class _CallableModels:
         state = self._state(f)
         if state is None:
             return
-        with self._lock:
-            self._entries[f] = (model, state)
-            while len(self._entries) > self.SIZE:
-                self._entries.popitem(last=False)
+        self._entries.put(f, (model, state))
 
     def clear(self) -> None:
-        with self._lock:
-            self._entries.clear()
+        self._entries.clear()
 
 
 _callable_models = _CallableModels()
